@@ -1,0 +1,163 @@
+/**
+ * Key and signature algorithms QHx signs and verifies with, all through node:crypto (OpenSSL 3.5):
+ * ECDSA P-256/P-384, Ed25519, RSA (JWT interop only), and ML-DSA-44/65/87 (FIPS 204, pure, empty context).
+ */
+import crypto, { type KeyObject } from "node:crypto";
+import { QhxError } from "./errors.ts";
+
+export const KEY_ALGS = ["ec-p256", "ec-p384", "ed25519", "rsa-2048", "ml-dsa-44", "ml-dsa-65", "ml-dsa-87"] as const;
+export type KeyAlg = (typeof KEY_ALGS)[number];
+
+/** Algorithms a CA or an SVID key may use (RSA is accepted only for JWT-SVID interop). */
+export const SVID_KEY_ALGS = ["ec-p256", "ec-p384", "ed25519", "ml-dsa-44", "ml-dsa-65", "ml-dsa-87"] as const;
+export type SvidKeyAlg = (typeof SVID_KEY_ALGS)[number];
+
+export function isKeyAlg(s: string): s is KeyAlg {
+  return (KEY_ALGS as readonly string[]).includes(s);
+}
+
+export function parseKeyAlg(s: string, allowed: readonly string[] = SVID_KEY_ALGS): KeyAlg {
+  const v = s.trim().toLowerCase();
+  if (!isKeyAlg(v) || !allowed.includes(v)) {
+    throw new QhxError("QHX_UNSUPPORTED_ALGORITHM", `unsupported key algorithm "${s}"`, {
+      hint: `use one of ${allowed.join(", ")}`,
+    });
+  }
+  return v;
+}
+
+export function isPostQuantum(alg: KeyAlg): boolean {
+  return alg.startsWith("ml-dsa");
+}
+
+export interface KeyPair {
+  publicKey: KeyObject;
+  privateKey: KeyObject;
+}
+
+export function generateKeyPair(alg: KeyAlg): KeyPair {
+  switch (alg) {
+    case "ec-p256":
+      return crypto.generateKeyPairSync("ec", { namedCurve: "P-256" });
+    case "ec-p384":
+      return crypto.generateKeyPairSync("ec", { namedCurve: "P-384" });
+    case "ed25519":
+      return crypto.generateKeyPairSync("ed25519");
+    case "rsa-2048":
+      return crypto.generateKeyPairSync("rsa", { modulusLength: 2048 });
+    case "ml-dsa-44":
+    case "ml-dsa-65":
+    case "ml-dsa-87":
+      // biome-ignore lint/suspicious/noExplicitAny: @types/node lags OpenSSL 3.5 key types
+      return crypto.generateKeyPairSync(alg as any) as unknown as KeyPair;
+  }
+}
+
+/** The QHx algorithm of a key (public or private). */
+export function keyAlgOf(key: KeyObject): KeyAlg {
+  const t = key.asymmetricKeyType as string | undefined;
+  switch (t) {
+    case "ec": {
+      const curve = key.asymmetricKeyDetails?.namedCurve;
+      if (curve === "prime256v1" || curve === "P-256") return "ec-p256";
+      if (curve === "secp384r1" || curve === "P-384") return "ec-p384";
+      throw new QhxError("QHX_UNSUPPORTED_ALGORITHM", `unsupported EC curve ${curve}`);
+    }
+    case "ed25519":
+      return "ed25519";
+    case "rsa":
+      return "rsa-2048";
+    case "ml-dsa-44":
+    case "ml-dsa-65":
+    case "ml-dsa-87":
+      return t;
+    default:
+      throw new QhxError("QHX_UNSUPPORTED_ALGORITHM", `unsupported key type ${t}`);
+  }
+}
+
+/** Digest node:crypto.sign/verify takes for this key algorithm (null: the algorithm hashes internally). */
+export function digestFor(alg: KeyAlg): string | null {
+  switch (alg) {
+    case "ec-p256":
+    case "rsa-2048":
+      return "sha256";
+    case "ec-p384":
+      return "sha384";
+    default:
+      return null;
+  }
+}
+
+/** Sign `data` as X.509 does: ECDSA signatures DER-encoded, the others raw. */
+export function signData(privateKey: KeyObject, data: Uint8Array, alg: KeyAlg = keyAlgOf(privateKey)): Buffer {
+  return crypto.sign(digestFor(alg), data, privateKey);
+}
+
+export type EcdsaEncoding = "der" | "ieee-p1363";
+
+/**
+ * Verify a signature. ECDSA signatures are DER (X.509) unless `ecdsaEncoding` says IEEE P1363 (JOSE).
+ * Never throws for a malformed signature or key mismatch: returns false.
+ */
+export function verifyData(
+  publicKey: KeyObject,
+  data: Uint8Array,
+  signature: Uint8Array,
+  opts: { alg?: KeyAlg; ecdsaEncoding?: EcdsaEncoding; rsaPss?: boolean } = {},
+): boolean {
+  let alg: KeyAlg;
+  try {
+    alg = opts.alg ?? keyAlgOf(publicKey);
+  } catch {
+    return false;
+  }
+  try {
+    if (alg === "ec-p256" || alg === "ec-p384") {
+      if (opts.ecdsaEncoding === "ieee-p1363") {
+        const n = alg === "ec-p256" ? 64 : 96;
+        if (signature.length !== n) return false;
+      }
+      return crypto.verify(
+        digestFor(alg),
+        data,
+        { key: publicKey, dsaEncoding: opts.ecdsaEncoding ?? "der" },
+        signature,
+      );
+    }
+    if (alg === "rsa-2048" && opts.rsaPss) {
+      return crypto.verify(
+        "sha256",
+        data,
+        { key: publicKey, padding: crypto.constants.RSA_PKCS1_PSS_PADDING, saltLength: 32 },
+        signature,
+      );
+    }
+    return crypto.verify(digestFor(alg), data, publicKey, signature);
+  } catch {
+    return false;
+  }
+}
+
+/** X.509 signatureAlgorithm OIDs (RFC 5758, RFC 8410, RFC 9881, RFC 4055). Parameters are always absent. */
+export const SIG_OID: Record<KeyAlg, string> = {
+  "ec-p256": "1.2.840.10045.4.3.2",
+  "ec-p384": "1.2.840.10045.4.3.3",
+  ed25519: "1.3.101.112",
+  "rsa-2048": "1.2.840.113549.1.1.11",
+  "ml-dsa-44": "2.16.840.1.101.3.4.3.17",
+  "ml-dsa-65": "2.16.840.1.101.3.4.3.18",
+  "ml-dsa-87": "2.16.840.1.101.3.4.3.19",
+};
+
+/** Key algorithm implied by a signatureAlgorithm OID, or undefined for one QHx does not accept. */
+export function keyAlgForSigOid(oid: string): KeyAlg | undefined {
+  for (const [alg, o] of Object.entries(SIG_OID)) if (o === oid) return alg as KeyAlg;
+  return undefined;
+}
+
+/** DER SubjectPublicKeyInfo of a key. */
+export function spki(key: KeyObject): Buffer {
+  const pub = key.type === "private" ? crypto.createPublicKey(key) : key;
+  return pub.export({ type: "spki", format: "der" });
+}

@@ -1,0 +1,149 @@
+/**
+ * The one Datastore interface. SQLite (node:sqlite) is the embedded default; a PostgreSQL implementation
+ * (pg) plugs in behind the same interface, which is why every method is async even though node:sqlite is
+ * synchronous. Every mutating call is one transaction: when its promise resolves, the write is durable.
+ */
+
+export interface Selector {
+  /** e.g. `unix`, `tpm`, `x509pop`, `k8s` */
+  type: string;
+  /** e.g. `uid:1000`, `pcr:7:ab12…` */
+  value: string;
+}
+
+export interface RegistrationEntryInput {
+  spiffeId: string;
+  parentId: string;
+  selectors: Selector[];
+  namespace?: string;
+  labels?: Record<string, string>;
+  /** seconds; 0 = server default */
+  x509SvidTtl?: number;
+  /** seconds; 0 = server default */
+  jwtSvidTtl?: number;
+  dnsNames?: string[];
+  /** trust domain names */
+  federatesWith?: string[];
+  admin?: boolean;
+  /** unix seconds; null/undefined = never */
+  expiresAt?: number | null;
+}
+
+export interface RegistrationEntry {
+  id: string;
+  spiffeId: string;
+  parentId: string;
+  selectors: Selector[];
+  namespace: string;
+  labels: Record<string, string>;
+  x509SvidTtl: number;
+  jwtSvidTtl: number;
+  dnsNames: string[];
+  federatesWith: string[];
+  admin: boolean;
+  expiresAt: number | null;
+  /** unix seconds */
+  createdAt: number;
+  updatedAt: number;
+  /** starts at 1, +1 on every update (optimistic concurrency) */
+  revision: number;
+}
+
+export type EntryPatch = Partial<Omit<RegistrationEntryInput, never>>;
+
+export interface EntryFilter {
+  spiffeId?: string;
+  parentId?: string;
+  namespace?: string;
+  /** entries whose selectors include this one */
+  selector?: Selector;
+}
+
+export type CaKind = "x509" | "jwt";
+export type CaStatus = "prepared" | "active" | "retired";
+
+/** One row of the CA journal: an X.509 signing CA or a JWT signing key, and where it is in its life. */
+export interface CaRecord {
+  id: string;
+  kind: CaKind;
+  status: CaStatus;
+  /** key manager id of the private key */
+  keyId: string;
+  /** KeyAlg */
+  alg: string;
+  /** X.509 CA: DER certificate; JWT key: null */
+  certDer: Uint8Array | null;
+  /** X.509 CA signed by an upstream CA: the upstream chain (DER, issuer first up to the root); else [] */
+  upstreamChain: Uint8Array[];
+  /** JWT key: SPKI DER of the public key; X.509 CA: null */
+  publicKeyDer: Uint8Array | null;
+  /** JWT key id; X.509: null */
+  kid: string | null;
+  /** unix seconds */
+  notBefore: number;
+  notAfter: number;
+  createdAt: number;
+}
+
+export interface BundleRecord {
+  /** trust domain name */
+  trustDomain: string;
+  /** the SPIFFE bundle document (JWK Set JSON text) */
+  document: string;
+  /** spiffe_sequence of the document; putBundle refuses a sequence not greater than the stored one */
+  sequence: number;
+  updatedAt: number;
+}
+
+export interface JoinTokenRecord {
+  /** sha256 hex of the token; the token itself is never stored */
+  tokenHash: string;
+  expiresAt: number;
+  createdAt: number;
+}
+
+export type AssuranceLevel = "hardware" | "key" | "token";
+
+export interface AttestedNode {
+  spiffeId: string;
+  attestationType: string;
+  selectors: Selector[];
+  assurance: AssuranceLevel;
+  certSerial: string;
+  certNotAfter: number;
+  banned: boolean;
+  createdAt: number;
+  updatedAt: number;
+}
+
+export interface Datastore {
+  readonly kind: "sqlite" | "postgres";
+  close(): Promise<void>;
+
+  createEntry(input: RegistrationEntryInput): Promise<RegistrationEntry>;
+  getEntry(id: string): Promise<RegistrationEntry | undefined>;
+  listEntries(filter?: EntryFilter): Promise<RegistrationEntry[]>;
+  /** Throws NotFoundError; with expectedRevision, throws QHX_CONFLICT if the entry changed meanwhile. */
+  updateEntry(id: string, patch: EntryPatch, expectedRevision?: number): Promise<RegistrationEntry>;
+  deleteEntry(id: string): Promise<boolean>;
+
+  putCa(rec: CaRecord): Promise<void>;
+  setCaStatus(id: string, status: CaStatus): Promise<void>;
+  listCas(kind?: CaKind): Promise<CaRecord[]>;
+  deleteCa(id: string): Promise<void>;
+
+  getBundle(trustDomain: string): Promise<BundleRecord | undefined>;
+  putBundle(rec: BundleRecord): Promise<void>;
+  listBundles(): Promise<BundleRecord[]>;
+  deleteBundle(trustDomain: string): Promise<boolean>;
+
+  createJoinToken(rec: JoinTokenRecord): Promise<void>;
+  /** Atomically delete and return the token if it exists and has not expired at `now` (unix s). */
+  consumeJoinToken(tokenHash: string, now: number): Promise<JoinTokenRecord | undefined>;
+  pruneJoinTokens(now: number): Promise<number>;
+
+  upsertNode(node: AttestedNode): Promise<void>;
+  getNode(spiffeId: string): Promise<AttestedNode | undefined>;
+  listNodes(): Promise<AttestedNode[]>;
+  deleteNode(spiffeId: string): Promise<boolean>;
+}
