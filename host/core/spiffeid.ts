@@ -152,6 +152,14 @@ export class SpiffeId {
 
   /** Build from a trust domain and path segments, validating each. */
   static fromSegments(trustDomain: string, ...segments: string[]): SpiffeId {
+    if (trustDomain.includes("/")) {
+      throw new SpiffeIdError("SPIFFE_ID_BAD_TRUST_DOMAIN_CHAR", `a trust domain has no "/": ${truncate(trustDomain)}`);
+    }
+    for (const seg of segments) {
+      if (seg.includes("/")) {
+        throw new SpiffeIdError("SPIFFE_ID_BAD_PATH_CHAR", `a path segment has no "/": ${truncate(seg)}`);
+      }
+    }
     return SpiffeId.parse(PREFIX + trustDomain + segments.map((x) => `/${x}`).join(""));
   }
 
@@ -159,6 +167,9 @@ export class SpiffeId {
   static fromPath(trustDomain: string, path: string): SpiffeId {
     if (path !== "" && !path.startsWith("/")) {
       throw new SpiffeIdError("SPIFFE_ID_BAD_PATH_CHAR", `path must be empty or begin with "/": ${path}`);
+    }
+    if (trustDomain.includes("/")) {
+      throw new SpiffeIdError("SPIFFE_ID_BAD_TRUST_DOMAIN_CHAR", `a trust domain has no "/": ${truncate(trustDomain)}`);
     }
     return SpiffeId.parse(PREFIX + trustDomain + path);
   }

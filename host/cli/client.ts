@@ -1,0 +1,121 @@
+/**
+ * How the CLI reaches a server: over a running server's admin socket, or in-process on a server's data
+ * directory (offline). Both go through the same admin route table, so they behave identically.
+ */
+import http from "node:http";
+import { systemClock } from "../core/clock.ts";
+import { QhxError } from "../core/errors.ts";
+import { handleAdmin } from "../server/admin-api.ts";
+import { parseServerConfig } from "../server/config.ts";
+import { ServerCore, readDataDirInfo } from "../server/core.ts";
+
+export interface AdminClient {
+  call<T = Record<string, unknown>>(method: string, path: string, body?: unknown): Promise<T>;
+  close(): Promise<void>;
+}
+
+function fail(status: number, body: unknown): never {
+  const err = (body as { error?: { code?: string; message?: string; hint?: string } })?.error;
+  throw new QhxError(err?.code ?? `HTTP_${status}`, err?.message ?? `server answered ${status}`, {
+    ...(err?.hint ? { hint: err.hint } : {}),
+  });
+}
+
+export class SocketClient implements AdminClient {
+  readonly socketPath: string;
+  private readonly agent = new http.Agent({ keepAlive: true });
+  constructor(socketPath: string) {
+    this.socketPath = socketPath;
+  }
+  call<T>(method: string, path: string, body?: unknown): Promise<T> {
+    const payload = body === undefined ? undefined : JSON.stringify(body);
+    return new Promise((resolve, reject) => {
+      const req = http.request(
+        {
+          socketPath: this.socketPath,
+          agent: this.agent,
+          method,
+          path,
+          headers: payload ? { "content-type": "application/json", "content-length": Buffer.byteLength(payload) } : {},
+        },
+        (res) => {
+          const chunks: Buffer[] = [];
+          res.on("data", (c: Buffer) => chunks.push(c));
+          res.on("end", () => {
+            let parsed: unknown;
+            try {
+              parsed = JSON.parse(Buffer.concat(chunks).toString("utf8"));
+            } catch {
+              return reject(new QhxError("QHX_BAD_RESPONSE", `server answered ${res.statusCode} with non-JSON`));
+            }
+            if ((res.statusCode ?? 500) >= 400) {
+              try {
+                fail(res.statusCode ?? 500, parsed);
+              } catch (e) {
+                return reject(e);
+              }
+            }
+            resolve(parsed as T);
+          });
+        },
+      );
+      req.on("error", (e: NodeJS.ErrnoException) =>
+        reject(
+          new QhxError("QHX_UNAVAILABLE", `cannot reach the server's admin socket ${this.socketPath}: ${e.code ?? e.message}`, {
+            hint: "is `qhx server start` running? use --socket PATH, or --data-dir DIR to work offline",
+          }),
+        ),
+      );
+      if (payload) req.write(payload);
+      req.end();
+    });
+  }
+  async close(): Promise<void> {
+    this.agent.destroy();
+  }
+}
+
+export class LocalClient implements AdminClient {
+  private readonly core: ServerCore;
+  private constructor(core: ServerCore) {
+    this.core = core;
+  }
+  static async open(dataDir: string): Promise<LocalClient> {
+    const info = readDataDirInfo(dataDir);
+    if (!info) {
+      throw new QhxError("QHX_NOT_A_DATA_DIR", `${dataDir} is not a QHx server data directory`, {
+        hint: `initialize it with: qhx server init --trust-domain <td> --data-dir ${dataDir}`,
+      });
+    }
+    if (info.settings.key_manager !== "disk") {
+      throw new QhxError("QHX_UNSUPPORTED", "offline mode needs a server whose key_manager is disk", {
+        hint: "use --socket to reach the running server",
+      });
+    }
+    const cfg = parseServerConfig(
+      {
+        trust_domain: info.trust_domain,
+        data_dir: dataDir,
+        ca: {
+          key_type: info.settings.ca_key_type,
+          ttl: info.settings.ca_ttl_ms / 1000,
+          ...(info.settings.ca_upstream ? { upstream: info.settings.ca_upstream } : {}),
+        },
+        jwt: { key_type: info.settings.jwt_key_type },
+        default_x509_svid_ttl: info.settings.default_x509_svid_ttl_ms / 1000,
+        default_jwt_svid_ttl: info.settings.default_jwt_svid_ttl_ms / 1000,
+      },
+      `${dataDir}/qhx-server.json`,
+    );
+    return new LocalClient(await ServerCore.open(cfg, { clock: systemClock, create: false }));
+  }
+  async call<T>(method: string, path: string, body?: unknown): Promise<T> {
+    const url = new URL(path, "http://local");
+    const r = await handleAdmin(this.core, { method, path: url.pathname, query: url.searchParams, body });
+    if (r.status >= 400) fail(r.status, r.body);
+    return r.body as T;
+  }
+  async close(): Promise<void> {
+    await this.core.close();
+  }
+}

@@ -1,0 +1,998 @@
+/**
+ * X.509 certificates for SPIFFE (standards/X509-SVID.md) on RFC 5280: issuing CA certificates and
+ * X509-SVIDs, and parsing certificates back into the fields path validation needs.
+ *
+ * Structures are built and parsed with @peculiar/asn1-x509 / asn1-schema; signatures come from
+ * node:crypto through ./alg.ts. The issuing hot path (issueX509Svid) keeps using asn1-schema's
+ * serializer but splices in DER fragments the same serializer produced earlier (the issuer's Name,
+ * AuthorityKeyIdentifier and AlgorithmIdentifier, the constant leaf extensions), so that per
+ * certificate only the serial, validity, subject key and SANs are serialized.
+ * test/x509.test.ts checks that this fast path is byte-identical to a fully typed build.
+ */
+import crypto, { type KeyObject } from "node:crypto";
+import {
+  AsnConvert,
+  AsnIntegerArrayBufferConverter,
+  AsnProp,
+  AsnPropTypes,
+  BitString,
+  OctetString,
+} from "@peculiar/asn1-schema";
+import {
+  AlgorithmIdentifier,
+  AttributeTypeAndValue,
+  AttributeValue,
+  AuthorityKeyIdentifier,
+  BasicConstraints,
+  Certificate,
+  ExtendedKeyUsage,
+  Extension,
+  Extensions,
+  GeneralName,
+  KeyUsage,
+  Name,
+  RelativeDistinguishedName,
+  SubjectAlternativeName,
+  SubjectKeyIdentifier,
+  TBSCertificate,
+  Time,
+  Validity,
+} from "@peculiar/asn1-x509";
+import { type KeyAlg, keyAlgOf, SIG_OID, SVID_KEY_ALGS, signData, spki } from "./alg.ts";
+import { QhxError, VerificationError } from "./errors.ts";
+import { fromPem, toPem, toPemChain } from "./pem.ts";
+import { SpiffeId } from "./spiffeid.ts";
+
+// ------------------------------------------------------------------------------------------------
+// OIDs and public types
+// ------------------------------------------------------------------------------------------------
+
+export const OID = {
+  basicConstraints: "2.5.29.19",
+  keyUsage: "2.5.29.15",
+  extKeyUsage: "2.5.29.37",
+  subjectAltName: "2.5.29.17",
+  subjectKeyIdentifier: "2.5.29.14",
+  authorityKeyIdentifier: "2.5.29.35",
+  nameConstraints: "2.5.29.30",
+  serverAuth: "1.3.6.1.5.5.7.3.1",
+  clientAuth: "1.3.6.1.5.5.7.3.2",
+  commonName: "2.5.4.3",
+  serialNumber: "2.5.4.5",
+  country: "2.5.4.6",
+  organization: "2.5.4.10",
+} as const;
+
+/** KeyUsage bits in RFC 5280 order: bit i of the BIT STRING is `1 << i` here (as in asn1-x509). */
+export const KEY_USAGE_NAMES = [
+  "digitalSignature",
+  "nonRepudiation",
+  "keyEncipherment",
+  "dataEncipherment",
+  "keyAgreement",
+  "keyCertSign",
+  "cRLSign",
+  "encipherOnly",
+  "decipherOnly",
+] as const;
+export type KeyUsageName = (typeof KEY_USAGE_NAMES)[number];
+
+/** One certificate extension: `value` is the DER inside extnValue's OCTET STRING. */
+export interface X509Extension {
+  oid: string;
+  critical: boolean;
+  value: Uint8Array;
+}
+
+/** The subject DN attributes QHx writes (C, O, CN, in that order; serialNumber last). */
+export interface SubjectFields {
+  commonName?: string;
+  organization?: string;
+  /** two-letter ISO 3166 code, PrintableString */
+  country?: string;
+  /** the X.520 serialNumber attribute (2.5.4.5), PrintableString */
+  serialNumber?: string;
+}
+
+export interface CaSigner {
+  privateKey: KeyObject;
+  /** The signer's certificate; absent for a self-signed (root) certificate. */
+  certDer?: Uint8Array;
+}
+
+export interface IssueCaOptions {
+  /** The new CA's public key (a private key is accepted and its public half used). */
+  publicKey: KeyObject;
+  signer: CaSigner;
+  trustDomain: string;
+  /** Default: O=QHx, CN=<trust domain>, serialNumber=<certificate serial in hex>. */
+  subject?: SubjectFields;
+  notBefore: Date;
+  notAfter: Date;
+  pathLen?: number;
+  serial?: Uint8Array;
+}
+
+export interface IssueSvidOptions {
+  spiffeId: SpiffeId | string;
+  /** The workload's public key (a private key is accepted and its public half used). */
+  publicKey: KeyObject;
+  issuerCertDer: Uint8Array;
+  issuerKey: KeyObject;
+  notBefore: Date;
+  /** Clamped to the issuer's notAfter: an SVID never outlives the certificate that signs it. */
+  notAfter: Date;
+  dnsNames?: string[];
+  /** Default: an empty subject, and then the SAN extension is critical (RFC 5280 4.2.1.6). */
+  subject?: SubjectFields;
+  extraExtensions?: X509Extension[];
+  serial?: Uint8Array;
+}
+
+/** Every field of a certificate, for issueCertificateRaw (tests use it to craft invalid certificates). */
+export interface CertificateTemplate {
+  /** INTEGER magnitude (unsigned, big-endian); normalized to minimal DER. */
+  serial: Uint8Array;
+  /** DER Name, written verbatim. */
+  issuer: Uint8Array;
+  /** DER Name, written verbatim. */
+  subject: Uint8Array;
+  notBefore: Date;
+  notAfter: Date;
+  /** The subject key, or its DER SubjectPublicKeyInfo. */
+  publicKey: KeyObject | Uint8Array;
+  extensions: X509Extension[];
+  signingKey: KeyObject;
+  /** Override the outer signatureAlgorithm OID (default: the signing key's). */
+  signatureOid?: string;
+  /** Override the TBSCertificate signature OID (default: the outer one). */
+  tbsSignatureOid?: string;
+}
+
+// ------------------------------------------------------------------------------------------------
+// Small helpers
+// ------------------------------------------------------------------------------------------------
+
+function invalid(message: string, code = "QHX_X509_INVALID_ARGUMENT"): QhxError {
+  return new QhxError(code, message);
+}
+
+function u8(buf: ArrayBuffer | ArrayBufferView): Uint8Array {
+  return buf instanceof ArrayBuffer ? new Uint8Array(buf) : new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength);
+}
+
+/** A fresh ArrayBuffer holding exactly these bytes (asn1-schema converters take ArrayBuffers). */
+function ab(bytes: Uint8Array): ArrayBuffer {
+  return bytes.slice().buffer as ArrayBuffer;
+}
+
+export function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {
+  return a.byteLength === b.byteLength && Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(b);
+}
+
+function hex(b: Uint8Array): string {
+  return Buffer.from(b.buffer, b.byteOffset, b.byteLength).toString("hex");
+}
+
+/**
+ * The one hand-rolled piece of DER: a TLV header reader (definite lengths only), used to slice the
+ * exact TBSCertificate bytes out of a certificate and the subjectPublicKey out of an SPKI.
+ */
+export function readTlv(der: Uint8Array, offset: number): { tag: number; start: number; end: number } {
+  if (offset + 2 > der.length) throw new VerificationError("QHX_X509_MALFORMED", "truncated DER");
+  const tag = der[offset]!;
+  if ((tag & 0x1f) === 0x1f) throw new VerificationError("QHX_X509_MALFORMED", "multi-byte DER tag");
+  let len = der[offset + 1]!;
+  let start = offset + 2;
+  if (len & 0x80) {
+    const n = len & 0x7f;
+    if (n === 0 || n > 4) throw new VerificationError("QHX_X509_MALFORMED", "unsupported DER length");
+    if (start + n > der.length) throw new VerificationError("QHX_X509_MALFORMED", "truncated DER length");
+    len = 0;
+    for (let i = 0; i < n; i++) len = len * 256 + der[start + i]!;
+    if (len < 0x80 || (n > 1 && der[start] === 0)) {
+      throw new VerificationError("QHX_X509_MALFORMED", "non-minimal DER length");
+    }
+    start += n;
+  }
+  const end = start + len;
+  if (end > der.length) throw new VerificationError("QHX_X509_MALFORMED", "DER length exceeds input");
+  return { tag, start, end };
+}
+
+/** The subjectPublicKey BIT STRING contents (without the unused-bits octet) of an SPKI. */
+function subjectPublicKeyBits(spkiDer: Uint8Array): Uint8Array {
+  const outer = readTlv(spkiDer, 0);
+  const algId = readTlv(spkiDer, outer.start);
+  const bits = readTlv(spkiDer, algId.end);
+  if (outer.tag !== 0x30 || algId.tag !== 0x30 || bits.tag !== 0x03 || bits.end - bits.start < 1) {
+    throw invalid("not a SubjectPublicKeyInfo");
+  }
+  return spkiDer.subarray(bits.start + 1, bits.end);
+}
+
+/** SubjectKeyIdentifier per RFC 5280 4.2.1.2 method (1): SHA-1 of the subjectPublicKey bits. */
+export function computeKeyIdentifier(spkiDer: Uint8Array): Uint8Array {
+  return crypto.createHash("sha1").update(subjectPublicKeyBits(spkiDer)).digest();
+}
+
+function publicHalf(key: KeyObject): KeyObject {
+  return key.type === "private" ? crypto.createPublicKey(key) : key;
+}
+
+function keyAlgOrThrow(key: KeyObject, what: string, allowed: readonly string[]): KeyAlg {
+  const alg = keyAlgOf(key);
+  if (!allowed.includes(alg)) {
+    throw new QhxError("QHX_UNSUPPORTED_ALGORITHM", `${what} algorithm ${alg} cannot be used here`, {
+      hint: `use one of ${allowed.join(", ")}`,
+    });
+  }
+  return alg;
+}
+
+// ------------------------------------------------------------------------------------------------
+// Splicing pre-encoded DER into asn1-schema serialization
+// ------------------------------------------------------------------------------------------------
+
+const EMPTY_AB = new ArrayBuffer(0);
+
+/**
+ * An asn1js-compatible block that writes fixed bytes. asn1js constructed blocks serialize their
+ * children through `toBER(sizeOnly, writer)`; this one writes its DER as-is.
+ */
+class RawBlock {
+  readonly bytes: ArrayBuffer;
+  constructor(bytes: ArrayBuffer) {
+    this.bytes = bytes;
+  }
+  toBER(_sizeOnly?: boolean, writer?: { write(buf: ArrayBuffer): void }): ArrayBuffer {
+    if (writer) {
+      writer.write(this.bytes);
+      return EMPTY_AB;
+    }
+    return this.bytes;
+  }
+}
+
+/**
+ * A DER value produced earlier (by asn1-schema, or taken verbatim from a certificate) that the
+ * asn1-schema serializer embeds unchanged wherever a typed field or array item would go: the
+ * serializer hands any object with toASN/fromASN ("convertible") to that object.
+ */
+export class PreEncoded {
+  readonly der: Uint8Array;
+  readonly #block: RawBlock;
+  constructor(der: Uint8Array | ArrayBuffer) {
+    this.der = der instanceof ArrayBuffer ? new Uint8Array(der) : der;
+    this.#block = new RawBlock(der instanceof ArrayBuffer ? der : ab(der));
+  }
+  static of(value: object): PreEncoded {
+    return new PreEncoded(AsnConvert.serialize(value));
+  }
+  // biome-ignore lint/suspicious/noExplicitAny: asn1js block type, duck-typed (see RawBlock)
+  toASN(): any {
+    return this.#block;
+  }
+  fromASN(): this {
+    throw new Error("PreEncoded is write-only");
+  }
+  toSchema(): never {
+    throw new Error("PreEncoded is write-only");
+  }
+}
+
+/** Cast a PreEncoded into the slot of a typed asn1-x509 field. */
+function spliced<T>(p: PreEncoded): T {
+  return p as unknown as T;
+}
+
+// ------------------------------------------------------------------------------------------------
+// Building blocks (exported for tests that craft certificates field by field)
+// ------------------------------------------------------------------------------------------------
+
+function attribute(type: string, value: AttributeValue): RelativeDistinguishedName {
+  return new RelativeDistinguishedName([new AttributeTypeAndValue({ type, value })]);
+}
+
+const PRINTABLE = /^[A-Za-z0-9 '()+,\-./:=?]*$/;
+
+/** DER Name for these attributes (C, O, CN, serialNumber; absent ones skipped; none → empty Name). */
+export function encodeName(fields: SubjectFields = {}): Uint8Array {
+  const rdns: RelativeDistinguishedName[] = [];
+  if (fields.country !== undefined) {
+    if (!/^[A-Z]{2}$/.test(fields.country)) throw invalid(`country must be two capital letters: ${fields.country}`);
+    rdns.push(attribute(OID.country, new AttributeValue({ printableString: fields.country })));
+  }
+  for (const [oid, v] of [
+    [OID.organization, fields.organization],
+    [OID.commonName, fields.commonName],
+  ] as const) {
+    if (v === undefined) continue;
+    if (v.length === 0 || v.length > 64) throw invalid(`DN attribute ${oid} must be 1..64 characters`);
+    rdns.push(attribute(oid, new AttributeValue({ utf8String: v })));
+  }
+  if (fields.serialNumber !== undefined) {
+    if (!PRINTABLE.test(fields.serialNumber) || fields.serialNumber.length === 0 || fields.serialNumber.length > 64) {
+      throw invalid("serialNumber attribute must be 1..64 printable characters");
+    }
+    rdns.push(attribute(OID.serialNumber, new AttributeValue({ printableString: fields.serialNumber })));
+  }
+  return u8(AsnConvert.serialize(new Name(rdns)));
+}
+
+function extension(oid: string, critical: boolean, value: object): X509Extension {
+  return { oid, critical, value: u8(AsnConvert.serialize(value)) };
+}
+
+export function basicConstraintsExtension(cA: boolean, pathLen?: number, critical = true): X509Extension {
+  if (pathLen !== undefined && (!Number.isSafeInteger(pathLen) || pathLen < 0)) {
+    throw invalid(`pathLen must be a non-negative integer: ${pathLen}`);
+  }
+  return extension(OID.basicConstraints, critical, new BasicConstraints({ cA, pathLenConstraint: pathLen }));
+}
+
+export function keyUsageBits(usages: Iterable<KeyUsageName>): number {
+  let bits = 0;
+  for (const u of usages) {
+    const i = KEY_USAGE_NAMES.indexOf(u);
+    if (i < 0) throw invalid(`unknown key usage ${u}`);
+    bits |= 1 << i;
+  }
+  return bits;
+}
+
+export function keyUsageExtension(usages: Iterable<KeyUsageName>, critical = true): X509Extension {
+  return extension(OID.keyUsage, critical, new KeyUsage(keyUsageBits(usages)));
+}
+
+export function extKeyUsageExtension(oids: string[], critical = false): X509Extension {
+  return extension(OID.extKeyUsage, critical, new ExtendedKeyUsage(oids));
+}
+
+export function subjectAltNameExtension(names: { uris?: string[]; dnsNames?: string[] }, critical = false): X509Extension {
+  const gns = [
+    ...(names.uris ?? []).map((u) => new GeneralName({ uniformResourceIdentifier: u })),
+    ...(names.dnsNames ?? []).map((d) => new GeneralName({ dNSName: d })),
+  ];
+  return extension(OID.subjectAltName, critical, new SubjectAlternativeName(gns));
+}
+
+export function subjectKeyIdExtension(keyId: Uint8Array): X509Extension {
+  return extension(OID.subjectKeyIdentifier, false, new SubjectKeyIdentifier(ab(keyId)));
+}
+
+export function authorityKeyIdExtension(keyId: Uint8Array): X509Extension {
+  return extension(
+    OID.authorityKeyIdentifier,
+    false,
+    new AuthorityKeyIdentifier({ keyIdentifier: new OctetString(ab(keyId)) }),
+  );
+}
+
+function toAsnExtension(e: X509Extension): Extension {
+  return new Extension({ extnID: e.oid, critical: e.critical, extnValue: new OctetString(ab(e.value)) });
+}
+
+/**
+ * UTCTime for 1950–2049, GeneralizedTime otherwise (RFC 5280 4.1.2.5); whole seconds, UTC.
+ * asn1-x509's `new Time(date)` only handles the upper bound, so the CHOICE is set here.
+ */
+export function x509Time(d: Date): Time {
+  const t = d.getTime();
+  if (!Number.isFinite(t)) throw invalid("invalid date");
+  const date = new Date(t - (((t % 1000) + 1000) % 1000));
+  const y = date.getUTCFullYear();
+  if (y < 0 || y > 9999) throw invalid(`year ${y} cannot be encoded in a certificate`);
+  return new Time(y >= 1950 && y <= 2049 ? { utcTime: date } : { generalTime: date });
+}
+
+function validity(notBefore: Date, notAfter: Date): Validity {
+  const v = new Validity();
+  v.notBefore = x509Time(notBefore);
+  v.notAfter = x509Time(notAfter);
+  return v;
+}
+
+/** Truncate to whole seconds, as the certificate will store it. */
+function toSecond(d: Date): number {
+  const t = d.getTime();
+  return t - (((t % 1000) + 1000) % 1000);
+}
+
+// ------------------------------------------------------------------------------------------------
+// Serial numbers
+// ------------------------------------------------------------------------------------------------
+
+let serialPool = Buffer.alloc(0);
+let serialPos = 0;
+
+/** 16 random bytes as a positive INTEGER: high bit cleared and first byte non-zero (so 16 bytes in DER). */
+export function randomSerial(): Uint8Array {
+  if (serialPos + 16 > serialPool.length) {
+    serialPool = crypto.randomBytes(4096);
+    serialPos = 0;
+  }
+  const s = new Uint8Array(serialPool.subarray(serialPos, serialPos + 16));
+  serialPos += 16;
+  const first = s[0]! & 0x7f;
+  s[0] = first === 0 ? 1 : first;
+  return s;
+}
+
+/** An unsigned serial as the minimal two's-complement INTEGER content (RFC 5280: positive, ≤ 20 octets). */
+export function normalizeSerial(serial: Uint8Array): Uint8Array {
+  let i = 0;
+  while (i < serial.length && serial[i] === 0) i++;
+  if (i === serial.length) throw invalid("serial number must be positive", "QHX_X509_BAD_SERIAL");
+  const mag = serial.subarray(i);
+  const out = mag[0]! & 0x80 ? Uint8Array.of(0, ...mag) : new Uint8Array(mag);
+  if (out.length > 20) throw invalid("serial number longer than 20 octets", "QHX_X509_BAD_SERIAL");
+  return out;
+}
+
+// ------------------------------------------------------------------------------------------------
+// Signature algorithms
+// ------------------------------------------------------------------------------------------------
+
+const SIG_ALG_CACHE = new Map<string, PreEncoded>();
+
+/** AlgorithmIdentifier with parameters absent (RFC 5758, RFC 8410, RFC 9881), pre-serialized. */
+function signatureAlgorithmId(oid: string): PreEncoded {
+  let p = SIG_ALG_CACHE.get(oid);
+  if (!p) {
+    p = PreEncoded.of(new AlgorithmIdentifier({ algorithm: oid }));
+    SIG_ALG_CACHE.set(oid, p);
+  }
+  return p;
+}
+
+/** Algorithms that may sign certificates. */
+export const CERT_SIGNING_ALGS: readonly KeyAlg[] = SVID_KEY_ALGS;
+
+// ------------------------------------------------------------------------------------------------
+// Raw, template-level issuance
+// ------------------------------------------------------------------------------------------------
+
+function assemble(tbs: TBSCertificate, signingKey: KeyObject, alg: KeyAlg, outerSigAlg: PreEncoded): Uint8Array {
+  const tbsDer = u8(AsnConvert.serialize(tbs));
+  const signature = signData(signingKey, tbsDer, alg);
+  const cert = new Certificate({
+    tbsCertificate: spliced<TBSCertificate>(new PreEncoded(tbsDer)),
+    signatureAlgorithm: spliced<AlgorithmIdentifier>(outerSigAlg),
+    signatureValue: u8(signature).slice().buffer,
+  });
+  return u8(AsnConvert.serialize(cert));
+}
+
+/**
+ * Build and sign a certificate from explicit fields, with no SPIFFE rules applied: whatever the
+ * template says is written. Issuance code goes through issueCaCertificate / issueX509Svid; this is
+ * the escape hatch tests use to produce certificates the verifier must reject.
+ */
+export function issueCertificateRaw(t: CertificateTemplate): Uint8Array {
+  const alg = keyAlgOrThrow(t.signingKey, "signing key", CERT_SIGNING_ALGS);
+  const outerOid = t.signatureOid ?? SIG_OID[alg];
+  const spkiDer = t.publicKey instanceof Uint8Array ? t.publicKey : spki(t.publicKey);
+  const tbs = new TBSCertificate({
+    version: 2,
+    serialNumber: ab(normalizeSerial(t.serial)),
+    signature: spliced<AlgorithmIdentifier>(signatureAlgorithmId(t.tbsSignatureOid ?? outerOid)),
+    issuer: spliced<Name>(new PreEncoded(t.issuer)),
+    validity: validity(t.notBefore, t.notAfter),
+    subject: spliced<Name>(new PreEncoded(t.subject)),
+    subjectPublicKeyInfo: spliced<TBSCertificate["subjectPublicKeyInfo"]>(new PreEncoded(spkiDer)),
+    extensions: t.extensions.length ? new Extensions(t.extensions.map(toAsnExtension)) : undefined,
+  });
+  return assemble(tbs, t.signingKey, alg, signatureAlgorithmId(outerOid));
+}
+
+// ------------------------------------------------------------------------------------------------
+// CA certificates
+// ------------------------------------------------------------------------------------------------
+
+function checkValidityOrder(notBefore: Date, notAfter: Date): void {
+  if (!(toSecond(notAfter) > toSecond(notBefore))) {
+    throw invalid(
+      `notAfter (${notAfter.toISOString()}) must be after notBefore (${notBefore.toISOString()})`,
+      "QHX_X509_INVALID_VALIDITY",
+    );
+  }
+}
+
+function assertKeyMatchesCert(privateKey: KeyObject, certSpki: Uint8Array, what: string): void {
+  if (!bytesEqual(spki(privateKey), certSpki)) {
+    throw new QhxError("QHX_X509_KEY_MISMATCH", `${what}: private key does not match the certificate's public key`);
+  }
+}
+
+function assertIsCa(cert: ParsedCertificate, what: string): void {
+  if (!cert.basicConstraints?.cA || (cert.keyUsage && !cert.keyUsage.has("keyCertSign"))) {
+    throw new QhxError("QHX_X509_ISSUER_NOT_CA", `${what} is not a CA certificate (cA=true with keyCertSign)`);
+  }
+}
+
+/**
+ * Issue a CA certificate for `trustDomain`: self-signed when `signer.certDer` is absent (the signer
+ * key must then be the private half of `publicKey`), otherwise signed by the signer's certificate,
+ * whose subject DN becomes the issuer DN byte for byte. The validity is written as given (not clamped).
+ */
+export function issueCaCertificate(o: IssueCaOptions): Uint8Array {
+  const td = SpiffeId.parse(`spiffe://${o.trustDomain}`).trustDomain;
+  keyAlgOrThrow(o.publicKey, "CA key", CERT_SIGNING_ALGS);
+  keyAlgOrThrow(o.signer.privateKey, "signer key", CERT_SIGNING_ALGS);
+  if (o.signer.privateKey.type !== "private") throw invalid("signer.privateKey must be a private key");
+  checkValidityOrder(o.notBefore, o.notAfter);
+  const serial = normalizeSerial(o.serial ?? randomSerial());
+  const subjectSpki = spki(o.publicKey);
+  const ski = computeKeyIdentifier(subjectSpki);
+  const subject = encodeName(
+    o.subject ?? {
+      organization: "QHx",
+      commonName: td.length <= 64 ? td : td.slice(0, 64),
+      serialNumber: hex(serial),
+    },
+  );
+  let issuerName: Uint8Array;
+  let aki: Uint8Array;
+  if (o.signer.certDer) {
+    const issuer = parseCertificate(o.signer.certDer);
+    assertIsCa(issuer, "signer certificate");
+    assertKeyMatchesCert(o.signer.privateKey, issuer.spki, "signer");
+    issuerName = issuer.subject;
+    aki = issuer.subjectKeyId ?? computeKeyIdentifier(issuer.spki);
+  } else {
+    assertKeyMatchesCert(o.signer.privateKey, subjectSpki, "self-signed CA");
+    issuerName = subject;
+    aki = ski;
+  }
+  return issueCertificateRaw({
+    serial,
+    issuer: issuerName,
+    subject,
+    notBefore: o.notBefore,
+    notAfter: o.notAfter,
+    publicKey: subjectSpki,
+    signingKey: o.signer.privateKey,
+    extensions: [
+      basicConstraintsExtension(true, o.pathLen),
+      keyUsageExtension(["digitalSignature", "keyCertSign", "cRLSign"]),
+      subjectKeyIdExtension(ski),
+      authorityKeyIdExtension(aki),
+      subjectAltNameExtension({ uris: [`spiffe://${td}`] }),
+    ],
+  });
+}
+
+// ------------------------------------------------------------------------------------------------
+// X509-SVIDs (the hot path)
+// ------------------------------------------------------------------------------------------------
+
+/** What issuing under one (issuer certificate, issuer key) pair needs, computed once. */
+interface IssuerContext {
+  alg: KeyAlg;
+  sigAlg: PreEncoded;
+  issuerName: PreEncoded;
+  notAfterMs: number;
+  /** AuthorityKeyIdentifier Extension, pre-serialized */
+  aki: PreEncoded;
+}
+
+const ISSUERS = new WeakMap<Uint8Array, WeakMap<KeyObject, IssuerContext>>();
+
+function issuerContext(certDer: Uint8Array, key: KeyObject): IssuerContext {
+  let byKey = ISSUERS.get(certDer);
+  const hit = byKey?.get(key);
+  if (hit) return hit;
+  if (key.type !== "private") throw invalid("issuerKey must be a private key");
+  const alg = keyAlgOrThrow(key, "issuer key", CERT_SIGNING_ALGS);
+  const issuer = parseCertificate(certDer);
+  assertIsCa(issuer, "issuer certificate");
+  assertKeyMatchesCert(key, issuer.spki, "issuer");
+  const ctx: IssuerContext = {
+    alg,
+    sigAlg: signatureAlgorithmId(SIG_OID[alg]),
+    issuerName: new PreEncoded(issuer.subject),
+    notAfterMs: issuer.notAfter.getTime(),
+    aki: PreEncoded.of(toAsnExtension(authorityKeyIdExtension(issuer.subjectKeyId ?? computeKeyIdentifier(issuer.spki)))),
+  };
+  if (!byKey) {
+    byKey = new WeakMap();
+    ISSUERS.set(certDer, byKey);
+  }
+  byKey.set(key, ctx);
+  return ctx;
+}
+
+/** Extensions every SVID carries, serialized once. */
+const LEAF = {
+  basicConstraints: PreEncoded.of(toAsnExtension(basicConstraintsExtension(false))),
+  keyUsage: PreEncoded.of(toAsnExtension(keyUsageExtension(["digitalSignature"]))),
+  keyUsageRsa: PreEncoded.of(toAsnExtension(keyUsageExtension(["digitalSignature", "keyEncipherment"]))),
+  extKeyUsage: PreEncoded.of(toAsnExtension(extKeyUsageExtension([OID.serverAuth, OID.clientAuth]))),
+  emptyName: PreEncoded.of(new Name()),
+};
+
+const SVID_BUILTIN_EXTS = new Set<string>([
+  OID.basicConstraints,
+  OID.keyUsage,
+  OID.extKeyUsage,
+  OID.subjectKeyIdentifier,
+  OID.authorityKeyIdentifier,
+  OID.subjectAltName,
+]);
+
+function checkDnsName(d: string): void {
+  if (d.length === 0 || d.length > 253 || !/^[\x21-\x7e]+$/.test(d)) {
+    throw invalid(`invalid DNS name ${JSON.stringify(d)}`);
+  }
+}
+
+/**
+ * Issue an X509-SVID: exactly one URI SAN (the SPIFFE ID, which must have a path) plus optional DNS
+ * SANs; basicConstraints cA=false and keyUsage digitalSignature (RSA keys also keyEncipherment), both
+ * critical; extKeyUsage serverAuth+clientAuth; SKI; AKI; a random 16-byte serial unless one is given.
+ * notAfter is CLAMPED to the issuer's notAfter, so the SVID never outlives its issuer; if that leaves
+ * an empty window (issuer already expired at notBefore) QHX_X509_INVALID_VALIDITY is thrown.
+ * The leaf key's algorithm is independent of the issuer's.
+ */
+export function issueX509Svid(o: IssueSvidOptions): Uint8Array {
+  const id = typeof o.spiffeId === "string" ? SpiffeId.parse(o.spiffeId) : o.spiffeId;
+  if (id.path === "") {
+    throw invalid(`an X509-SVID's SPIFFE ID must have a path: ${id}`, "QHX_X509_BAD_SPIFFE_ID");
+  }
+  const ctx = issuerContext(o.issuerCertDer, o.issuerKey);
+  const leafKey = publicHalf(o.publicKey);
+  const leafType = leafKey.asymmetricKeyType;
+  const notAfterMs = Math.min(toSecond(o.notAfter), ctx.notAfterMs);
+  const notAfter = new Date(notAfterMs);
+  checkValidityOrder(o.notBefore, notAfter);
+  const spkiDer = spki(leafKey);
+  const ski = crypto.createHash("sha1").update(subjectPublicKeyBits(spkiDer)).digest();
+
+  const uri = id.toString();
+  const names = [new GeneralName({ uniformResourceIdentifier: uri })];
+  if (o.dnsNames) {
+    for (const d of o.dnsNames) {
+      checkDnsName(d);
+      names.push(new GeneralName({ dNSName: d }));
+    }
+  }
+  const exts: Extension[] = [
+    spliced<Extension>(LEAF.basicConstraints),
+    spliced<Extension>(leafType === "rsa" ? LEAF.keyUsageRsa : LEAF.keyUsage),
+    spliced<Extension>(LEAF.extKeyUsage),
+    new Extension({
+      extnID: OID.subjectKeyIdentifier,
+      extnValue: new OctetString(AsnConvert.serialize(new SubjectKeyIdentifier(ski.buffer as ArrayBuffer))),
+    }),
+    spliced<Extension>(ctx.aki),
+    new Extension({
+      extnID: OID.subjectAltName,
+      critical: o.subject === undefined,
+      extnValue: new OctetString(AsnConvert.serialize(new SubjectAlternativeName(names))),
+    }),
+  ];
+  if (o.extraExtensions) {
+    const seen = new Set(SVID_BUILTIN_EXTS);
+    for (const e of o.extraExtensions) {
+      if (seen.has(e.oid)) throw invalid(`duplicate extension ${e.oid}`);
+      seen.add(e.oid);
+      exts.push(toAsnExtension(e));
+    }
+  }
+  const tbs = new TBSCertificate({
+    version: 2,
+    serialNumber: ab(o.serial ? normalizeSerial(o.serial) : randomSerial()),
+    signature: spliced<AlgorithmIdentifier>(ctx.sigAlg),
+    issuer: spliced<Name>(ctx.issuerName),
+    validity: validity(o.notBefore, notAfter),
+    subject: o.subject ? spliced<Name>(new PreEncoded(encodeName(o.subject))) : spliced<Name>(LEAF.emptyName),
+    subjectPublicKeyInfo: spliced<TBSCertificate["subjectPublicKeyInfo"]>(new PreEncoded(spkiDer)),
+    extensions: new Extensions(exts),
+  });
+  return assemble(tbs, o.issuerKey, ctx.alg, ctx.sigAlg);
+}
+
+// ------------------------------------------------------------------------------------------------
+// Parsing
+// ------------------------------------------------------------------------------------------------
+
+/**
+ * TBSCertificate as asn1-x509 declares it, except that the fields whose exact bytes matter (the
+ * AlgorithmIdentifier, both Names, the SPKI) are kept as raw DER (ASN.1 ANY).
+ * The asn1-schema decorators are applied by hand (decorator syntax is not erasable TypeScript).
+ */
+class TbsView {
+  version = 0;
+  serialNumber: ArrayBuffer = EMPTY_AB;
+  signature: ArrayBuffer = EMPTY_AB;
+  issuer: ArrayBuffer = EMPTY_AB;
+  validity = new Validity();
+  subject: ArrayBuffer = EMPTY_AB;
+  subjectPublicKeyInfo: ArrayBuffer = EMPTY_AB;
+  issuerUniqueID?: ArrayBuffer;
+  subjectUniqueID?: ArrayBuffer;
+  extensions?: Extensions;
+}
+AsnProp({ type: AsnPropTypes.Integer, context: 0, defaultValue: 0 })(TbsView.prototype, "version");
+AsnProp({ type: AsnPropTypes.Integer, converter: AsnIntegerArrayBufferConverter })(TbsView.prototype, "serialNumber");
+AsnProp({ type: AsnPropTypes.Any })(TbsView.prototype, "signature");
+AsnProp({ type: AsnPropTypes.Any })(TbsView.prototype, "issuer");
+AsnProp({ type: Validity })(TbsView.prototype, "validity");
+AsnProp({ type: AsnPropTypes.Any })(TbsView.prototype, "subject");
+AsnProp({ type: AsnPropTypes.Any })(TbsView.prototype, "subjectPublicKeyInfo");
+AsnProp({ type: AsnPropTypes.BitString, context: 1, implicit: true, optional: true })(
+  TbsView.prototype,
+  "issuerUniqueID",
+);
+AsnProp({ type: AsnPropTypes.BitString, context: 2, implicit: true, optional: true })(
+  TbsView.prototype,
+  "subjectUniqueID",
+);
+AsnProp({ type: Extensions, context: 3, optional: true })(TbsView.prototype, "extensions");
+
+class CertView {
+  tbsCertificate = new TbsView();
+  signatureAlgorithm: ArrayBuffer = EMPTY_AB;
+  signatureValue = new BitString();
+}
+AsnProp({ type: TbsView })(CertView.prototype, "tbsCertificate");
+AsnProp({ type: AsnPropTypes.Any })(CertView.prototype, "signatureAlgorithm");
+AsnProp({ type: BitString })(CertView.prototype, "signatureValue");
+
+export interface ParsedExtension {
+  oid: string;
+  critical: boolean;
+  /** DER inside extnValue */
+  value: Uint8Array;
+}
+
+const ATTR_SHORT: Record<string, string> = {
+  "2.5.4.3": "CN",
+  "2.5.4.5": "serialNumber",
+  "2.5.4.6": "C",
+  "2.5.4.7": "L",
+  "2.5.4.8": "ST",
+  "2.5.4.10": "O",
+  "2.5.4.11": "OU",
+  "0.9.2342.19200300.100.1.25": "DC",
+  "0.9.2342.19200300.100.1.1": "UID",
+  "2.5.4.45": "x500UniqueIdentifier",
+  "1.2.840.113549.1.9.1": "emailAddress",
+};
+
+/** "C=US, O=QHx, CN=example.org" in certificate order; multi-valued RDNs joined with "+". */
+export function nameToString(nameDer: Uint8Array): string {
+  const name = AsnConvert.parse(nameDer, Name);
+  return name
+    .map((rdn) => rdn.map((atv) => `${ATTR_SHORT[atv.type] ?? atv.type}=${atv.value.toString()}`).join("+"))
+    .join(", ");
+}
+
+function parseExtValue<T>(e: ParsedExtension, type: new () => T): T {
+  try {
+    return AsnConvert.parse(e.value, type);
+  } catch (err) {
+    throw new VerificationError("QHX_X509_MALFORMED", `malformed extension ${e.oid}: ${(err as Error).message}`);
+  }
+}
+
+/** An X.509 certificate, decoded. All byte fields are views into (or copies of) the original DER. */
+export class ParsedCertificate {
+  readonly der: Uint8Array;
+  /** 1 or 3 */
+  readonly version: number;
+  /** INTEGER content bytes (two's complement, as encoded) */
+  readonly serialBytes: Uint8Array;
+  /** lowercase hex of the serial's magnitude (no sign octet) */
+  readonly serial: string;
+  /** raw DER of the subject Name */
+  readonly subject: Uint8Array;
+  readonly subjectString: string;
+  /** raw DER of the issuer Name */
+  readonly issuer: Uint8Array;
+  readonly issuerString: string;
+  readonly notBefore: Date;
+  readonly notAfter: Date;
+  /** DER SubjectPublicKeyInfo */
+  readonly spki: Uint8Array;
+  readonly publicKey: KeyObject;
+  /** The QHx algorithm of publicKey, undefined when QHx does not support it. */
+  readonly keyAlg: KeyAlg | undefined;
+  /** outer signatureAlgorithm OID */
+  readonly signatureAlgorithm: string;
+  /** raw DER of the outer AlgorithmIdentifier */
+  readonly signatureAlgorithmDer: Uint8Array;
+  /** TBSCertificate.signature OID */
+  readonly tbsSignatureAlgorithm: string;
+  /** raw DER of TBSCertificate.signature */
+  readonly tbsSignatureAlgorithmDer: Uint8Array;
+  /** true if the outer AlgorithmIdentifier carries parameters (none of QHx's algorithms allow them) */
+  readonly signatureAlgorithmHasParams: boolean;
+  /** exact TBSCertificate bytes of the original DER */
+  readonly tbs: Uint8Array;
+  readonly signature: Uint8Array;
+  readonly basicConstraints: { cA: boolean; pathLen: number | undefined } | undefined;
+  readonly keyUsage: ReadonlySet<KeyUsageName> | undefined;
+  readonly extKeyUsage: string[] | undefined;
+  readonly uriSans: string[];
+  readonly dnsSans: string[];
+  readonly subjectKeyId: Uint8Array | undefined;
+  readonly authorityKeyId: Uint8Array | undefined;
+  readonly extensions: ParsedExtension[];
+  #x509: crypto.X509Certificate | undefined;
+
+  constructor(der: Uint8Array) {
+    const malformed = (m: string): VerificationError => new VerificationError("QHX_X509_MALFORMED", m);
+    if (!(der instanceof Uint8Array) || der.length < 16) throw malformed("not a DER certificate");
+    const outer = readTlv(der, 0);
+    if (outer.tag !== 0x30 || outer.end !== der.length) throw malformed("certificate is not a single DER SEQUENCE");
+    const tbsTlv = readTlv(der, outer.start);
+    if (tbsTlv.tag !== 0x30) throw malformed("TBSCertificate is not a SEQUENCE");
+    this.der = der;
+    this.tbs = der.subarray(outer.start, tbsTlv.end);
+
+    let view: CertView;
+    try {
+      view = AsnConvert.parse(der, CertView);
+    } catch (e) {
+      throw malformed(`cannot decode certificate: ${(e as Error).message}`);
+    }
+    const tbs = view.tbsCertificate;
+    if (tbs.version !== 0 && tbs.version !== 2) throw malformed(`unsupported certificate version ${tbs.version + 1}`);
+    this.version = tbs.version + 1;
+    if (tbs.version === 0 && tbs.extensions) throw malformed("v1 certificate with extensions");
+
+    this.serialBytes = u8(tbs.serialNumber);
+    if (this.serialBytes.length === 0) throw malformed("empty serial number");
+    this.serial = hex(
+      this.serialBytes.length > 1 && this.serialBytes[0] === 0 ? this.serialBytes.subarray(1) : this.serialBytes,
+    );
+
+    this.signatureAlgorithmDer = u8(view.signatureAlgorithm);
+    this.tbsSignatureAlgorithmDer = u8(tbs.signature);
+    let outerAlg: AlgorithmIdentifier;
+    let innerAlg: AlgorithmIdentifier;
+    try {
+      outerAlg = AsnConvert.parse(this.signatureAlgorithmDer, AlgorithmIdentifier);
+      innerAlg = AsnConvert.parse(this.tbsSignatureAlgorithmDer, AlgorithmIdentifier);
+    } catch (e) {
+      throw malformed(`bad AlgorithmIdentifier: ${(e as Error).message}`);
+    }
+    this.signatureAlgorithm = outerAlg.algorithm;
+    this.tbsSignatureAlgorithm = innerAlg.algorithm;
+    this.signatureAlgorithmHasParams = outerAlg.parameters !== undefined;
+
+    if (view.signatureValue.unusedBits !== 0) throw malformed("signature BIT STRING has unused bits");
+    this.signature = u8(view.signatureValue.value);
+
+    this.issuer = u8(tbs.issuer);
+    this.subject = u8(tbs.subject);
+    try {
+      this.issuerString = nameToString(this.issuer);
+      this.subjectString = nameToString(this.subject);
+    } catch (e) {
+      throw malformed(`bad Name: ${(e as Error).message}`);
+    }
+    this.notBefore = tbs.validity.notBefore.getTime();
+    this.notAfter = tbs.validity.notAfter.getTime();
+    if (Number.isNaN(this.notBefore.getTime()) || Number.isNaN(this.notAfter.getTime())) {
+      throw malformed("bad validity time");
+    }
+
+    this.spki = u8(tbs.subjectPublicKeyInfo);
+    try {
+      this.publicKey = crypto.createPublicKey({ key: Buffer.from(this.spki), format: "der", type: "spki" });
+    } catch (e) {
+      throw malformed(`unsupported or malformed public key: ${(e as Error).message}`);
+    }
+    let keyAlg: KeyAlg | undefined;
+    try {
+      keyAlg = keyAlgOf(this.publicKey);
+    } catch {
+      keyAlg = undefined;
+    }
+    this.keyAlg = keyAlg;
+
+    const extensions: ParsedExtension[] = [];
+    const seen = new Set<string>();
+    for (const e of tbs.extensions ?? []) {
+      if (seen.has(e.extnID)) throw malformed(`duplicate extension ${e.extnID}`);
+      seen.add(e.extnID);
+      extensions.push({ oid: e.extnID, critical: e.critical, value: u8(e.extnValue.buffer) });
+    }
+    this.extensions = extensions;
+
+    let bc: ParsedCertificate["basicConstraints"];
+    let ku: Set<KeyUsageName> | undefined;
+    let eku: string[] | undefined;
+    let ski: Uint8Array | undefined;
+    let aki: Uint8Array | undefined;
+    const uris: string[] = [];
+    const dns: string[] = [];
+    for (const e of extensions) {
+      switch (e.oid) {
+        case OID.basicConstraints: {
+          const v = parseExtValue(e, BasicConstraints);
+          const pathLen = v.pathLenConstraint;
+          if (pathLen !== undefined && (typeof pathLen !== "number" || pathLen < 0)) {
+            throw malformed("bad pathLenConstraint");
+          }
+          bc = { cA: v.cA === true, pathLen };
+          break;
+        }
+        case OID.keyUsage: {
+          const v = parseExtValue(e, KeyUsage);
+          const bytes = u8(v.value);
+          ku = new Set();
+          for (let i = 0; i < KEY_USAGE_NAMES.length; i++) {
+            const byte = bytes[i >> 3] ?? 0;
+            if (byte & (0x80 >> (i & 7))) ku.add(KEY_USAGE_NAMES[i]!);
+          }
+          break;
+        }
+        case OID.extKeyUsage:
+          eku = [...parseExtValue(e, ExtendedKeyUsage)];
+          break;
+        case OID.subjectAltName:
+          for (const gn of parseExtValue(e, SubjectAlternativeName)) {
+            if (gn.uniformResourceIdentifier !== undefined) uris.push(gn.uniformResourceIdentifier);
+            else if (gn.dNSName !== undefined) dns.push(gn.dNSName);
+          }
+          break;
+        case OID.subjectKeyIdentifier:
+          ski = u8(parseExtValue(e, SubjectKeyIdentifier).buffer);
+          break;
+        case OID.authorityKeyIdentifier: {
+          const v = parseExtValue(e, AuthorityKeyIdentifier);
+          if (v.keyIdentifier) aki = u8(v.keyIdentifier.buffer);
+          break;
+        }
+      }
+    }
+    this.basicConstraints = bc;
+    this.keyUsage = ku;
+    this.extKeyUsage = eku;
+    this.uriSans = uris;
+    this.dnsSans = dns;
+    this.subjectKeyId = ski;
+    this.authorityKeyId = aki;
+  }
+
+  /** node:crypto's view of the same certificate (OpenSSL parses it on first access). */
+  get x509(): crypto.X509Certificate {
+    this.#x509 ??= new crypto.X509Certificate(this.der);
+    return this.#x509;
+  }
+
+  /** Subject DN equals issuer DN (byte-wise). */
+  get selfIssued(): boolean {
+    return bytesEqual(this.subject, this.issuer);
+  }
+
+  extension(oid: string): ParsedExtension | undefined {
+    return this.extensions.find((e) => e.oid === oid);
+  }
+}
+
+/** Decode a DER certificate; throws VerificationError QHX_X509_MALFORMED. */
+export function parseCertificate(der: Uint8Array): ParsedCertificate {
+  return new ParsedCertificate(der);
+}
+
+// ------------------------------------------------------------------------------------------------
+// PEM
+// ------------------------------------------------------------------------------------------------
+
+export function certToPem(der: Uint8Array): string {
+  return toPem(der, "CERTIFICATE");
+}
+
+export function chainToPem(chain: readonly Uint8Array[]): string {
+  return toPemChain(chain, "CERTIFICATE");
+}
+
+/** All CERTIFICATE blocks of a PEM text, in order, as DER. */
+export function parsePemChain(text: string): Uint8Array[] {
+  return fromPem(text, "CERTIFICATE");
+}

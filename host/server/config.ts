@@ -1,0 +1,193 @@
+/**
+ * Server configuration: a YAML (or JSON) file validated by a schema, with every essential setting also
+ * available as a flag. Flags override the file; every option has a safe default.
+ */
+import fs from "node:fs";
+import path from "node:path";
+import YAML from "yaml";
+import { z } from "zod";
+import { SVID_KEY_ALGS, type SvidKeyAlg } from "../core/alg.ts";
+import { parseDuration } from "../core/clock.ts";
+import { QhxError, ValidationError } from "../core/errors.ts";
+import { checkSpiffeId, parseTrustDomain } from "../core/spiffeid.ts";
+
+const duration = z
+  .union([z.string(), z.number()])
+  .transform((v, ctx) => {
+    try {
+      return parseDuration(v);
+    } catch (e) {
+      ctx.addIssue({ code: "custom", message: (e as Error).message });
+      return z.NEVER;
+    }
+  });
+
+const trustDomain = z.string().transform((v, ctx) => {
+  const code = checkSpiffeId(v.startsWith("spiffe://") ? v : `spiffe://${v}`);
+  if (code !== "OK" || v.replace(/^spiffe:\/\//, "").includes("/")) {
+    ctx.addIssue({ code: "custom", message: `invalid trust domain "${v}" (${code === "OK" ? "has a path" : code})` });
+    return z.NEVER;
+  }
+  return parseTrustDomain(v);
+});
+
+const listenAddr = z.string().regex(/^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, "expected HOST:PORT, e.g. 127.0.0.1:8081");
+
+export const serverConfigSchema = z
+  .object({
+    trust_domain: trustDomain,
+    data_dir: z.string().min(1),
+    listen: listenAddr.default("127.0.0.1:8081"),
+    admin_socket: z.string().min(1).optional(),
+    log_level: z.enum(["trace", "debug", "info", "warn", "error", "fatal", "silent"]).default("info"),
+    ca: z
+      .object({
+        key_type: z.enum(SVID_KEY_ALGS).default("ec-p256"),
+        ttl: duration.default(parseDuration("7d")),
+        subject: z
+          .object({
+            common_name: z.string().min(1).max(64).optional(),
+            organization: z.string().min(1).max(64).optional(),
+            country: z.string().length(2).optional(),
+          })
+          .strict()
+          .default({}),
+        upstream: z
+          .object({
+            cert_file: z.string().min(1),
+            key_file: z.string().min(1),
+            bundle_file: z.string().min(1).optional(),
+          })
+          .strict()
+          .optional(),
+      })
+      .strict()
+      .default({ key_type: "ec-p256", ttl: parseDuration("7d"), subject: {} }),
+    jwt: z
+      .object({
+        key_type: z.enum(["ec-p256", "ec-p384", "rsa-2048", "ml-dsa-44", "ml-dsa-65", "ml-dsa-87"]).default("ec-p256"),
+      })
+      .strict()
+      .default({ key_type: "ec-p256" }),
+    default_x509_svid_ttl: duration.default(parseDuration("1h")),
+    default_jwt_svid_ttl: duration.default(parseDuration("5m")),
+    key_manager: z.enum(["disk", "memory"]).default("disk"),
+    rotation_check_interval: duration.default(parseDuration("10s")),
+    bundle_refresh_hint: duration.default(parseDuration("5m")),
+  })
+  .strict();
+
+export type ServerConfigInput = z.input<typeof serverConfigSchema>;
+
+export interface ServerConfig {
+  trustDomain: string;
+  dataDir: string;
+  listen: { host: string; port: number };
+  adminSocket: string;
+  logLevel: string;
+  ca: {
+    keyType: SvidKeyAlg;
+    ttlMs: number;
+    subject: { commonName?: string; organization?: string; country?: string };
+    upstream?: { certFile: string; keyFile: string; bundleFile?: string };
+  };
+  jwtKeyType: "ec-p256" | "ec-p384" | "rsa-2048" | "ml-dsa-44" | "ml-dsa-65" | "ml-dsa-87";
+  defaultX509SvidTtlMs: number;
+  defaultJwtSvidTtlMs: number;
+  keyManager: "disk" | "memory";
+  rotationCheckIntervalMs: number;
+  bundleRefreshHintS: number;
+}
+
+/** Turn zod issues into one precise message: `ca.ttl: invalid duration "x" …; listen: expected HOST:PORT`. */
+function describeIssues(err: z.ZodError, source: string): QhxError {
+  const parts = err.issues.map((i) => {
+    const where = i.path.join(".") || "(top level)";
+    if (i.code === "unrecognized_keys") return `${where === "(top level)" ? "" : `${where}: `}unknown key(s) ${i.keys.join(", ")}`;
+    return `${where}: ${i.message}`;
+  });
+  return new QhxError("QHX_INVALID_CONFIG", `${source}: ${parts.join("; ")}`, {
+    hint: "see `qhx server start --help` and docs/configuration.md",
+  });
+}
+
+export function parseServerConfig(raw: unknown, source = "config"): ServerConfig {
+  const r = serverConfigSchema.safeParse(raw);
+  if (!r.success) throw describeIssues(r.error, source);
+  const c = r.data;
+  const [host, port] = splitHostPort(c.listen);
+  const dataDir = path.resolve(c.data_dir);
+  return {
+    trustDomain: c.trust_domain,
+    dataDir,
+    listen: { host, port },
+    adminSocket: path.resolve(c.admin_socket ?? path.join(dataDir, "admin.sock")),
+    logLevel: c.log_level,
+    ca: {
+      keyType: c.ca.key_type,
+      ttlMs: c.ca.ttl,
+      subject: {
+        ...(c.ca.subject.common_name ? { commonName: c.ca.subject.common_name } : {}),
+        ...(c.ca.subject.organization ? { organization: c.ca.subject.organization } : {}),
+        ...(c.ca.subject.country ? { country: c.ca.subject.country } : {}),
+      },
+      ...(c.ca.upstream
+        ? {
+            upstream: {
+              certFile: c.ca.upstream.cert_file,
+              keyFile: c.ca.upstream.key_file,
+              ...(c.ca.upstream.bundle_file ? { bundleFile: c.ca.upstream.bundle_file } : {}),
+            },
+          }
+        : {}),
+    },
+    jwtKeyType: c.jwt.key_type,
+    defaultX509SvidTtlMs: c.default_x509_svid_ttl,
+    defaultJwtSvidTtlMs: c.default_jwt_svid_ttl,
+    keyManager: c.key_manager,
+    rotationCheckIntervalMs: c.rotation_check_interval,
+    bundleRefreshHintS: Math.round(c.bundle_refresh_hint / 1000),
+  };
+}
+
+export function splitHostPort(s: string): [string, number] {
+  const i = s.lastIndexOf(":");
+  const host = s.slice(0, i).replace(/^\[|\]$/g, "");
+  const port = Number(s.slice(i + 1));
+  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new ValidationError(`invalid port in ${s}`, "listen");
+  return [host, port];
+}
+
+/** Read a config file (YAML or JSON). Missing or unreadable files and syntax errors get precise messages. */
+export function readConfigFile(file: string): Record<string, unknown> {
+  let text: string;
+  try {
+    text = fs.readFileSync(file, "utf8");
+  } catch (e) {
+    throw new QhxError("QHX_INVALID_CONFIG", `cannot read config file ${file}: ${(e as NodeJS.ErrnoException).code}`);
+  }
+  let doc: unknown;
+  try {
+    doc = YAML.parse(text, { prettyErrors: true, uniqueKeys: true });
+  } catch (e) {
+    throw new QhxError("QHX_INVALID_CONFIG", `${file}: ${(e as Error).message.split("\n")[0]}`);
+  }
+  if (doc === null || doc === undefined) return {};
+  if (typeof doc !== "object" || Array.isArray(doc)) {
+    throw new QhxError("QHX_INVALID_CONFIG", `${file}: expected a mapping of settings at the top level`);
+  }
+  return doc as Record<string, unknown>;
+}
+
+/** Flags in snake_case config form, already set only where the user gave them. */
+export function mergeConfig(file: Record<string, unknown>, flags: Record<string, unknown>): Record<string, unknown> {
+  const out: Record<string, unknown> = { ...file };
+  for (const [k, v] of Object.entries(flags)) {
+    if (v === undefined) continue;
+    if (k.includes(".")) {
+      const [a, b] = k.split(".") as [string, string];
+      out[a] = { ...((out[a] as Record<string, unknown>) ?? {}), [b]: v };
+    } else out[k] = v;
+  }
+  return out;
+}
