@@ -10,7 +10,9 @@ import { digestFor, generateKeyPair, type KeyAlg } from "../host/core/alg.ts";
 import { issueCaCertificate, issueX509Svid } from "../host/core/x509.ts";
 
 const seconds = Number(process.argv[2] ?? 2) || 2;
-const algs = (process.argv.slice(3).length ? process.argv.slice(3) : ["ec-p256", "ed25519", "ml-dsa-65"]) as KeyAlg[];
+const algs = (
+  process.argv.slice(3).length ? process.argv.slice(3) : ["ec-p256", "ed25519", "ml-dsa-65"]
+) as KeyAlg[];
 
 function rate(fn: () => void, ms: number): number {
   for (let i = 0; i < 50; i++) fn(); // warm-up
@@ -54,7 +56,13 @@ for (const alg of algs) {
       }),
     seconds * 1000,
   );
-  rows.push([alg, raw.toFixed(0), issue.toFixed(0), `${((issue / raw) * 100).toFixed(1)}%`, (1e6 / issue).toFixed(1)]);
+  rows.push([
+    alg,
+    raw.toFixed(0),
+    issue.toFixed(0),
+    `${((issue / raw) * 100).toFixed(1)}%`,
+    (1e6 / issue).toFixed(1),
+  ]);
 }
 
 const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));

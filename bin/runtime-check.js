@@ -12,11 +12,11 @@ function parseVersion(v) {
  * `versions` is process.versions (injectable for tests).
  */
 export function checkRuntime(versions) {
-  const node = parseVersion(versions && versions.node);
+  const node = parseVersion(versions?.node);
   const fix =
     "run qhx through the repository's pinned Node 24 (`npm ci`, then `npx qhx …` or `npm run …`), or install Node.js 24 LTS";
   if (!node || node[0] < REQUIRED_NODE_MAJOR) {
-    return `qhx needs Node.js >= ${REQUIRED_NODE_MAJOR} (this is ${versions && versions.node}); ${fix}`;
+    return `qhx needs Node.js >= ${REQUIRED_NODE_MAJOR} (this is ${versions?.node}); ${fix}`;
   }
   const ossl = parseVersion(versions.openssl);
   if (

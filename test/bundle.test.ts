@@ -44,6 +44,7 @@ import {
 import type { TrustBundle } from "../host/core/bundle-types.ts";
 import { mintJwtSvid, validateJwtSvid } from "../host/core/jwtsvid.ts";
 import { toPem } from "../host/core/pem.ts";
+import { issueCaCertificate } from "../host/core/x509.ts";
 
 const TD = "example.org";
 
@@ -278,6 +279,26 @@ describe("bundleToSpiffeJson / parseSpiffeBundle", () => {
       const res = await validateJwtSvid(token, { audience: "a", bundles, now, allowPostQuantum: true });
       expect(res.header.kid).toBe(kid);
     }
+  });
+
+  it("round-trips CA certificates issued by host/core/x509.ts (ML-DSA-87, ML-DSA-44, P-384)", () => {
+    const now = new Date();
+    const ders = (["ml-dsa-87", "ml-dsa-44", "ec-p384"] as const).map((alg) => {
+      const kp = generateKeyPair(alg);
+      return issueCaCertificate({
+        publicKey: kp.publicKey,
+        signer: { privateKey: kp.privateKey },
+        trustDomain: TD,
+        notBefore: now,
+        notAfter: new Date(now.getTime() + 86_400_000),
+      });
+    });
+    const b: TrustBundle = { trustDomain: TD, x509Authorities: ders, jwtAuthorities: [], sequence: 2 };
+    const json = JSON.parse(bundleToSpiffeJson(b));
+    expect(json.keys.map((k: Jwk) => k.alg ?? k.crv)).toEqual(["ML-DSA-87", "ML-DSA-44", "P-384"]);
+    const back = parseSpiffeBundle(JSON.stringify(json), TD);
+    expect(back.x509Authorities.map(b64)).toEqual(ders.map(b64));
+    expect(parsePemBundle(bundleToPem(b), TD).x509Authorities.map(b64)).toEqual(ders.map(b64));
   });
 
   it("defaults: no sequence → 0, no refresh hint → omitted", () => {

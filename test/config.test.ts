@@ -35,18 +35,25 @@ describe("server config", () => {
     for (const a of ["ec-p256", "ec-p384", "ed25519", "ml-dsa-44", "ml-dsa-65", "ml-dsa-87"]) {
       expect(parseServerConfig({ ...base, ca: { key_type: a } }).ca.keyType).toBe(a);
     }
-    const c = parseServerConfig({ ...base, ca: { upstream: { cert_file: "a.pem", key_file: "a.key" }, ttl: "2d" } });
+    const c = parseServerConfig({
+      ...base,
+      ca: { upstream: { cert_file: "a.pem", key_file: "a.key" }, ttl: "2d" },
+    });
     expect(c.ca.upstream).toEqual({ certFile: "a.pem", keyFile: "a.key" });
     expect(c.ca.ttlMs).toBe(2 * 86_400_000);
   });
 
   it("accepts a trust domain given as spiffe://", () => {
-    expect(parseServerConfig({ ...base, trust_domain: "spiffe://example.org" }).trustDomain).toBe("example.org");
+    expect(parseServerConfig({ ...base, trust_domain: "spiffe://example.org" }).trustDomain).toBe(
+      "example.org",
+    );
   });
 
   it("names the offending setting precisely", () => {
     expect(err({ data_dir: "/x" })).toMatch(/trust_domain/);
-    expect(err({ ...base, trust_domain: "Example.ORG" })).toMatch(/trust_domain: invalid trust domain "Example.ORG"/);
+    expect(err({ ...base, trust_domain: "Example.ORG" })).toMatch(
+      /trust_domain: invalid trust domain "Example.ORG"/,
+    );
     expect(err({ ...base, trust_domain: "example.org/path" })).toMatch(/trust_domain: invalid trust domain/);
     expect(err({ ...base, listen: "8081" })).toMatch(/listen: expected HOST:PORT/);
     expect(err({ ...base, ca: { ttl: "forever" } })).toMatch(/ca\.ttl: invalid duration "forever"/);

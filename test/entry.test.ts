@@ -59,7 +59,8 @@ describe("selectors", () => {
   });
 
   it("formats back to the same text", () => {
-    for (const s of ["unix:uid:1000", "tpm:pcr:7:ab12", "a:b"]) expect(formatSelector(parseSelector(s))).toBe(s);
+    for (const s of ["unix:uid:1000", "tpm:pcr:7:ab12", "a:b"])
+      expect(formatSelector(parseSelector(s))).toBe(s);
   });
 
   it("rejects malformed selectors with precise messages", () => {
@@ -71,8 +72,12 @@ describe("selectors", () => {
       'selector: selector type must be lowercase letters, digits, "_" or "-" (got "Unix" in "Unix:uid:1")',
     );
     expect(invalid(() => parseSelector("un ix:uid")).message).toContain('(got "un ix"');
-    expect(invalid(() => parseSelector("unix:")).message).toBe('selector: selector value must not be empty ("unix:")');
-    expect(invalid(() => parseSelector(7 as unknown as string)).message).toBe("selector: must be a string (got number)");
+    expect(invalid(() => parseSelector("unix:")).message).toBe(
+      'selector: selector value must not be empty ("unix:")',
+    );
+    expect(invalid(() => parseSelector(7 as unknown as string)).message).toBe(
+      "selector: must be a string (got number)",
+    );
     expect(invalid(() => parseSelector("unix", "selectors[3]")).field).toBe("selectors[3]");
   });
 });
@@ -121,7 +126,9 @@ describe("validateEntryInput", () => {
   });
 
   it("treats undefined fields as absent", () => {
-    expect(validateEntryInput({ ...base, namespace: undefined, expiresAt: undefined }, TD).namespace).toBe("default");
+    expect(validateEntryInput({ ...base, namespace: undefined, expiresAt: undefined }, TD).namespace).toBe(
+      "default",
+    );
   });
 
   it("requires an object", () => {
@@ -167,7 +174,10 @@ describe("validateEntryInput", () => {
         { spiffeId: "spiffe://example.org/a//b" },
         'spiffeId: path must not contain empty segments (//) ("spiffe://example.org/a//b")',
       );
-      rejectsInput({ spiffeId: "spiffe://example.org/a/" }, 'spiffeId: path must not end with / ("spiffe://example.org/a/")');
+      rejectsInput(
+        { spiffeId: "spiffe://example.org/a/" },
+        'spiffeId: path must not end with / ("spiffe://example.org/a/")',
+      );
       rejectsInput({ spiffeId: "" }, 'spiffeId: SPIFFE ID is empty ("")');
       rejectsInput({ spiffeId: 5 }, "spiffeId: must be a string (got number)");
     });
@@ -187,8 +197,15 @@ describe("validateEntryInput", () => {
     });
 
     it("must not be under the reserved /qhx/ prefix", () => {
-      for (const id of ["spiffe://example.org/qhx/agent/x", "spiffe://example.org/qhx", "spiffe://example.org/QHX/x"]) {
-        rejectsInput({ spiffeId: id }, `spiffeId: path prefix "/qhx/" is reserved for QHx agents and servers ("${id}")`);
+      for (const id of [
+        "spiffe://example.org/qhx/agent/x",
+        "spiffe://example.org/qhx",
+        "spiffe://example.org/QHX/x",
+      ]) {
+        rejectsInput(
+          { spiffeId: id },
+          `spiffeId: path prefix "/qhx/" is reserved for QHx agents and servers ("${id}")`,
+        );
       }
       expect(validateEntryInput({ ...base, spiffeId: "spiffe://example.org/qhxx/a" }, TD).spiffeId).toBe(
         "spiffe://example.org/qhxx/a",
@@ -231,13 +248,22 @@ describe("validateEntryInput", () => {
         "selectors[1]",
       );
       rejectsInput({ selectors: ["unix:uid:1", "bad"] }, 'selectors[1]: must be "type:value" (got "bad")');
-      rejectsInput({ selectors: [{ type: "unix", value: "" }] }, 'selectors[0]: selector value must not be empty ("unix:")');
+      rejectsInput(
+        { selectors: [{ type: "unix", value: "" }] },
+        'selectors[0]: selector value must not be empty ("unix:")',
+      );
       rejectsInput(
         { selectors: [{ type: "UNIX", value: "x" }] },
         'selectors[0]: selector type must be lowercase letters, digits, "_" or "-" (got "UNIX" in "UNIX:x")',
       );
-      rejectsInput({ selectors: [{ type: "unix", value: 1 }] }, "selectors[0]: selector value must be a string (got number)");
-      rejectsInput({ selectors: [{ type: 1, value: "x" }] }, "selectors[0]: selector type must be a string (got number)");
+      rejectsInput(
+        { selectors: [{ type: "unix", value: 1 }] },
+        "selectors[0]: selector value must be a string (got number)",
+      );
+      rejectsInput(
+        { selectors: [{ type: 1, value: "x" }] },
+        "selectors[0]: selector type must be a string (got number)",
+      );
       rejectsInput(
         { selectors: [{ type: "unix", value: "x", extra: 1 }] },
         'selectors[0]: unknown selector field "extra"',
@@ -267,7 +293,9 @@ describe("validateEntryInput", () => {
     it("accepts up to 64 labels with valid keys and values up to 256 chars", () => {
       const labels = Object.fromEntries(Array.from({ length: 64 }, (_, i) => [`k${i}`, "v".repeat(256)]));
       expect(Object.keys(validateEntryInput({ ...base, labels }, TD).labels)).toHaveLength(64);
-      expect(validateEntryInput({ ...base, labels: { "a.b_c/d-E9": "" } }, TD).labels).toEqual({ "a.b_c/d-E9": "" });
+      expect(validateEntryInput({ ...base, labels: { "a.b_c/d-E9": "" } }, TD).labels).toEqual({
+        "a.b_c/d-E9": "",
+      });
     });
     it("keeps __proto__ an ordinary label", () => {
       const labels = JSON.parse('{"__proto__": "x"}');
@@ -286,8 +314,14 @@ describe("validateEntryInput", () => {
         { labels: { ["k".repeat(64)]: "x" } },
         `labels: key must be 1-63 characters of letters, digits, ".", "_", "/" or "-" (got "${"k".repeat(64)}")`,
       );
-      rejectsInput({ labels: { "": "x" } }, 'labels: key must be 1-63 characters of letters, digits, ".", "_", "/" or "-" (got "")');
-      rejectsInput({ labels: { app: "v".repeat(257) } }, 'labels["app"]: must be at most 256 characters (got 257)');
+      rejectsInput(
+        { labels: { "": "x" } },
+        'labels: key must be 1-63 characters of letters, digits, ".", "_", "/" or "-" (got "")',
+      );
+      rejectsInput(
+        { labels: { app: "v".repeat(257) } },
+        'labels["app"]: must be at most 256 characters (got 257)',
+      );
       rejectsInput({ labels: { app: 1 } }, 'labels["app"]: must be a string (got number)');
       rejectsInput({ labels: ["a"] }, "labels: must be an object (got array)");
       rejectsInput({ labels: null }, "labels: must be an object (got null)");
@@ -308,7 +342,10 @@ describe("validateEntryInput", () => {
       rejectsInput({ x509SvidTtl: -1 }, range("x509SvidTtl", -1));
       rejectsInput({ jwtSvidTtl: MAX_SVID_TTL_SECONDS + 1 }, range("jwtSvidTtl", MAX_SVID_TTL_SECONDS + 1));
       rejectsInput({ x509SvidTtl: 1.5 }, "x509SvidTtl: must be an integer number of seconds (got 1.5)");
-      rejectsInput({ jwtSvidTtl: "60" }, 'jwtSvidTtl: must be an integer number of seconds (got string "60")');
+      rejectsInput(
+        { jwtSvidTtl: "60" },
+        'jwtSvidTtl: must be an integer number of seconds (got string "60")',
+      );
       rejectsInput({ jwtSvidTtl: Number.NaN }, "jwtSvidTtl: must be an integer number of seconds (got NaN)");
     });
   });
@@ -330,13 +367,25 @@ describe("validateEntryInput", () => {
       expect(invalid(() => validateEntryInput({ ...base, dnsNames: [tooLong] }, TD)).message).toMatch(
         /^dnsNames\[0\]: DNS name is longer than 253 characters \(254: /,
       );
-      rejectsInput({ dnsNames: ["a.*.com"] }, `${f}: wildcard "*" is only allowed as the entire leftmost label ("a.*.com")`);
-      rejectsInput({ dnsNames: ["*a.com"] }, `${f}: wildcard "*" is only allowed as the entire leftmost label ("*a.com")`);
-      rejectsInput({ dnsNames: ["*.*.com"] }, `${f}: wildcard "*" is only allowed as the entire leftmost label ("*.*.com")`);
+      rejectsInput(
+        { dnsNames: ["a.*.com"] },
+        `${f}: wildcard "*" is only allowed as the entire leftmost label ("a.*.com")`,
+      );
+      rejectsInput(
+        { dnsNames: ["*a.com"] },
+        `${f}: wildcard "*" is only allowed as the entire leftmost label ("*a.com")`,
+      );
+      rejectsInput(
+        { dnsNames: ["*.*.com"] },
+        `${f}: wildcard "*" is only allowed as the entire leftmost label ("*.*.com")`,
+      );
       rejectsInput({ dnsNames: ["*"] }, `${f}: a wildcard needs a domain after it ("*")`);
       rejectsInput({ dnsNames: ["a..b"] }, `${f}: DNS name must not contain an empty label ("a..b")`);
       rejectsInput({ dnsNames: ["example.com."] }, `${f}: DNS name must not end with "." ("example.com.")`);
-      rejectsInput({ dnsNames: [`${"x".repeat(64)}.com`] }, `${f}: DNS label "${"x".repeat(64)}" is longer than 63 characters ("${"x".repeat(64)}.com")`);
+      rejectsInput(
+        { dnsNames: [`${"x".repeat(64)}.com`] },
+        `${f}: DNS label "${"x".repeat(64)}" is longer than 63 characters ("${"x".repeat(64)}.com")`,
+      );
       const charMsg = (label: string, name: string) =>
         `${f}: DNS label "${label}" must be letters, digits and "-", not starting or ending with "-" (use punycode "xn--..." for international names) ("${name}")`;
       rejectsInput({ dnsNames: ["-a.com"] }, charMsg("-a", "-a.com"));
@@ -351,24 +400,32 @@ describe("validateEntryInput", () => {
 
   describe("federatesWith", () => {
     it("accepts trust domain names and IDs, normalized to names", () => {
-      expect(validateEntryInput({ ...base, federatesWith: ["a.com", "spiffe://b.com"] }, TD).federatesWith).toEqual([
-        "a.com",
-        "b.com",
-      ]);
+      expect(
+        validateEntryInput({ ...base, federatesWith: ["a.com", "spiffe://b.com"] }, TD).federatesWith,
+      ).toEqual(["a.com", "b.com"]);
     });
     it("rejects invalid, own and duplicate trust domains", () => {
       rejectsInput(
         { federatesWith: ["Partner.com"] },
         'federatesWith[0]: trust domain characters are limited to lowercase letters, digits, dots, dashes and underscores ("Partner.com")',
       );
-      rejectsInput({ federatesWith: ["a.com:443"] }, 'federatesWith[0]: trust domain must not contain a port (:) ("a.com:443")');
-      rejectsInput({ federatesWith: ["spiffe://a.com/x"] }, 'federatesWith[0]: a trust domain name has no path ("spiffe://a.com/x")');
+      rejectsInput(
+        { federatesWith: ["a.com:443"] },
+        'federatesWith[0]: trust domain must not contain a port (:) ("a.com:443")',
+      );
+      rejectsInput(
+        { federatesWith: ["spiffe://a.com/x"] },
+        'federatesWith[0]: a trust domain name has no path ("spiffe://a.com/x")',
+      );
       rejectsInput({ federatesWith: [""] }, 'federatesWith[0]: trust domain is missing ("")');
       rejectsInput(
         { federatesWith: ["a.com", "example.org"] },
         'federatesWith[1]: must not be the server\'s own trust domain "example.org"',
       );
-      rejectsInput({ federatesWith: ["a.com", "spiffe://a.com"] }, 'federatesWith[1]: duplicate trust domain "a.com"');
+      rejectsInput(
+        { federatesWith: ["a.com", "spiffe://a.com"] },
+        'federatesWith[1]: duplicate trust domain "a.com"',
+      );
       rejectsInput({ federatesWith: [null] }, "federatesWith[0]: must be a string (got null)");
       rejectsInput({ federatesWith: {} }, "federatesWith: must be an array (got object)");
     });
@@ -382,7 +439,8 @@ describe("validateEntryInput", () => {
     it("expiresAt is null or non-negative integer unix seconds", () => {
       expect(validateEntryInput({ ...base, expiresAt: null }, TD).expiresAt).toBeNull();
       expect(validateEntryInput({ ...base, expiresAt: 0 }, TD).expiresAt).toBe(0);
-      const msg = (got: string) => `expiresAt: must be null or a non-negative integer unix time in seconds (got ${got})`;
+      const msg = (got: string) =>
+        `expiresAt: must be null or a non-negative integer unix time in seconds (got ${got})`;
       rejectsInput({ expiresAt: -1 }, msg("-1"));
       rejectsInput({ expiresAt: 1.5 }, msg("1.5"));
       rejectsInput({ expiresAt: "2030-01-01" }, msg('string "2030-01-01"'));
@@ -394,7 +452,10 @@ describe("validateEntryInput", () => {
   });
 
   it("reports the first failing field in field order", () => {
-    rejectsInput({ spiffeId: "bad", namespace: "BAD" }, 'spiffeId: scheme is missing or not "spiffe://" (lowercase) ("bad")');
+    rejectsInput(
+      { spiffeId: "bad", namespace: "BAD" },
+      'spiffeId: scheme is missing or not "spiffe://" (lowercase) ("bad")',
+    );
   });
 });
 
@@ -406,7 +467,9 @@ describe("validateEntryPatch", () => {
       dnsNames: ["a.b"],
       admin: false,
     });
-    expect(validateEntryPatch({ selectors: ["unix:uid:1"] }, TD)).toEqual({ selectors: [{ type: "unix", value: "uid:1" }] });
+    expect(validateEntryPatch({ selectors: ["unix:uid:1"] }, TD)).toEqual({
+      selectors: [{ type: "unix", value: "uid:1" }],
+    });
   });
 
   it("applies the same rules", () => {
@@ -479,7 +542,9 @@ describe("snake_case JSON", () => {
       TD,
     );
     expect(parseEntryJson(entryInputToJson(input), TD)).toEqual(input);
-    expect(parseEntryJson(JSON.parse(JSON.stringify(entryInputToJson(base))), TD)).toEqual(validateEntryInput(base, TD));
+    expect(parseEntryJson(JSON.parse(JSON.stringify(entryInputToJson(base))), TD)).toEqual(
+      validateEntryInput(base, TD),
+    );
   });
 
   it("parses the JSON form with defaults", () => {
@@ -491,11 +556,20 @@ describe("snake_case JSON", () => {
       { spiffe_id: "spiffe://Bad/x" },
       'spiffe_id: trust domain characters are limited to lowercase letters, digits, dots, dashes and underscores ("spiffe://Bad/x")',
     );
-    rejectsJson({ x509_svid_ttl: -5 }, "x509_svid_ttl: must be between 0 and 31622400 seconds (366 days); 0 means the server default (got -5)");
+    rejectsJson(
+      { x509_svid_ttl: -5 },
+      "x509_svid_ttl: must be between 0 and 31622400 seconds (366 days); 0 means the server default (got -5)",
+    );
     rejectsJson({ dns_names: ["a..b"] }, 'dns_names[0]: DNS name must not contain an empty label ("a..b")');
-    rejectsJson({ federates_with: ["example.org"] }, 'federates_with[0]: must not be the server\'s own trust domain "example.org"');
+    rejectsJson(
+      { federates_with: ["example.org"] },
+      'federates_with[0]: must not be the server\'s own trust domain "example.org"',
+    );
     rejectsJson({ selectors: ["unix:uid:1", "unix:uid:1"] }, 'selectors[1]: duplicate selector "unix:uid:1"');
-    rejectsJson({ expires_at: "soon" }, 'expires_at: must be null or a non-negative integer unix time in seconds (got string "soon")');
+    rejectsJson(
+      { expires_at: "soon" },
+      'expires_at: must be null or a non-negative integer unix time in seconds (got string "soon")',
+    );
     rejectsJson({ spiffeId: "x" }, 'spiffeId: unknown field; did you mean "spiffe_id"?');
     rejectsJson({ created_at: 1 }, "created_at: is assigned by the server and cannot be set");
     const missing: Record<string, unknown> = { ...baseJson };
@@ -504,9 +578,9 @@ describe("snake_case JSON", () => {
   });
 
   it("accepts selectors in either form", () => {
-    expect(parseEntryJson({ ...baseJson, selectors: [{ type: "unix", value: "uid:1000" }] }, TD).selectors).toEqual([
-      { type: "unix", value: "uid:1000" },
-    ]);
+    expect(
+      parseEntryJson({ ...baseJson, selectors: [{ type: "unix", value: "uid:1000" }] }, TD).selectors,
+    ).toEqual([{ type: "unix", value: "uid:1000" }]);
   });
 
   it("parses and serializes patches", () => {
@@ -514,8 +588,12 @@ describe("snake_case JSON", () => {
       dnsNames: ["a.com"],
       expiresAt: null,
     });
-    expect(invalid(() => parseEntryPatchJson({}, TD)).message).toMatch(/^patch: must change at least one field \(spiffe_id, /);
-    expect(entryPatchToJson({ selectors: [{ type: "a", value: "b:c" }], jwtSvidTtl: 60, expiresAt: null })).toEqual({
+    expect(invalid(() => parseEntryPatchJson({}, TD)).message).toMatch(
+      /^patch: must change at least one field \(spiffe_id, /,
+    );
+    expect(
+      entryPatchToJson({ selectors: [{ type: "a", value: "b:c" }], jwtSvidTtl: 60, expiresAt: null }),
+    ).toEqual({
       selectors: ["a:b:c"],
       jwt_svid_ttl: 60,
       expires_at: null,

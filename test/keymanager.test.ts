@@ -3,15 +3,12 @@ import fs from "node:fs";
 import path from "node:path";
 import { describe, expect, it } from "vitest";
 import { keyAlgOf, signData, verifyData } from "../host/core/alg.ts";
-import { DiskKeyManager, MemoryKeyManager, openKeyManager } from "../host/server/keymanager/index.ts";
 import { readPrivateKeyFile } from "../host/server/keymanager/disk.ts";
+import { DiskKeyManager, MemoryKeyManager, openKeyManager } from "../host/server/keymanager/index.ts";
 import { tmpDir } from "./helpers/cli.ts";
 
 describe("key managers", () => {
-  for (const make of [
-    () => new MemoryKeyManager(),
-    () => new DiskKeyManager(path.join(tmpDir(), "keys")),
-  ]) {
+  for (const make of [() => new MemoryKeyManager(), () => new DiskKeyManager(path.join(tmpDir(), "keys"))]) {
     const km = make();
     it(`${km.kind}: generates, signs with, lists and deletes keys of every algorithm`, async () => {
       for (const alg of ["ec-p256", "ed25519", "ml-dsa-65"] as const) {
@@ -26,7 +23,9 @@ describe("key managers", () => {
       await km.deleteKey("k-ed25519");
       expect(await km.hasKey("k-ed25519")).toBe(false);
       await expect(km.getPrivateKey("k-ed25519")).rejects.toMatchObject({ code: "QHX_NOT_FOUND" });
-      await expect(km.generateKey("../escape", "ec-p256")).rejects.toMatchObject({ code: "QHX_INVALID_ARGUMENT" });
+      await expect(km.generateKey("../escape", "ec-p256")).rejects.toMatchObject({
+        code: "QHX_INVALID_ARGUMENT",
+      });
     });
   }
 
@@ -62,6 +61,8 @@ describe("key managers", () => {
     const dir = path.join(tmpDir(), "keys");
     new DiskKeyManager(dir);
     fs.writeFileSync(path.join(dir, "bad.key.pem"), "not a key", { mode: 0o600 });
-    await expect(new DiskKeyManager(dir).getPrivateKey("bad")).rejects.toMatchObject({ code: "QHX_KEY_INVALID" });
+    await expect(new DiskKeyManager(dir).getPrivateKey("bad")).rejects.toMatchObject({
+      code: "QHX_KEY_INVALID",
+    });
   });
 });

@@ -39,13 +39,20 @@ describe("runtime check", () => {
   // The machine's own Node (20 here) must get the one-line refusal from the real entry point.
   const systemNode = ["/usr/bin/node", "/usr/local/bin/node"].find((p) => fs.existsSync(p));
   const systemMajor = systemNode
-    ? Number(spawnSync(systemNode, ["-p", "process.versions.node.split('.')[0]"], { encoding: "utf8" }).stdout.trim())
+    ? Number(
+        spawnSync(systemNode, ["-p", "process.versions.node.split('.')[0]"], {
+          encoding: "utf8",
+        }).stdout.trim(),
+      )
     : 0;
-  it.skipIf(!systemNode || systemMajor >= 24)("bin/qhx.js exits 1 with one line under the system's older Node", () => {
-    const r = spawnSync(systemNode!, [path.join(ROOT, "bin/qhx.js"), "--version"], { encoding: "utf8" });
-    expect(r.status).toBe(1);
-    const lines = r.stderr.trim().split("\n");
-    expect(lines).toHaveLength(1);
-    expect(lines[0]).toMatch(/^qhx: qhx needs Node\.js >= 24 \(this is 20\./);
-  });
+  it.skipIf(!systemNode || systemMajor >= 24)(
+    "bin/qhx.js exits 1 with one line under the system's older Node",
+    () => {
+      const r = spawnSync(systemNode!, [path.join(ROOT, "bin/qhx.js"), "--version"], { encoding: "utf8" });
+      expect(r.status).toBe(1);
+      const lines = r.stderr.trim().split("\n");
+      expect(lines).toHaveLength(1);
+      expect(lines[0]).toMatch(/^qhx: qhx needs Node\.js >= 24 \(this is 20\./);
+    },
+  );
 });

@@ -7,7 +7,7 @@ import { systemClock } from "../core/clock.ts";
 import { QhxError } from "../core/errors.ts";
 import { handleAdmin } from "../server/admin-api.ts";
 import { parseServerConfig } from "../server/config.ts";
-import { ServerCore, readDataDirInfo } from "../server/core.ts";
+import { readDataDirInfo, ServerCore } from "../server/core.ts";
 
 export interface AdminClient {
   call<T = Record<string, unknown>>(method: string, path: string, body?: unknown): Promise<T>;
@@ -36,7 +36,9 @@ export class SocketClient implements AdminClient {
           agent: this.agent,
           method,
           path,
-          headers: payload ? { "content-type": "application/json", "content-length": Buffer.byteLength(payload) } : {},
+          headers: payload
+            ? { "content-type": "application/json", "content-length": Buffer.byteLength(payload) }
+            : {},
         },
         (res) => {
           const chunks: Buffer[] = [];
@@ -46,7 +48,9 @@ export class SocketClient implements AdminClient {
             try {
               parsed = JSON.parse(Buffer.concat(chunks).toString("utf8"));
             } catch {
-              return reject(new QhxError("QHX_BAD_RESPONSE", `server answered ${res.statusCode} with non-JSON`));
+              return reject(
+                new QhxError("QHX_BAD_RESPONSE", `server answered ${res.statusCode} with non-JSON`),
+              );
             }
             if ((res.statusCode ?? 500) >= 400) {
               try {
@@ -61,9 +65,13 @@ export class SocketClient implements AdminClient {
       );
       req.on("error", (e: NodeJS.ErrnoException) =>
         reject(
-          new QhxError("QHX_UNAVAILABLE", `cannot reach the server's admin socket ${this.socketPath}: ${e.code ?? e.message}`, {
-            hint: "is `qhx server start` running? use --socket PATH, or --data-dir DIR to work offline",
-          }),
+          new QhxError(
+            "QHX_UNAVAILABLE",
+            `cannot reach the server's admin socket ${this.socketPath}: ${e.code ?? e.message}`,
+            {
+              hint: "is `qhx server start` running? use --socket PATH, or --data-dir DIR to work offline",
+            },
+          ),
         ),
       );
       if (payload) req.write(payload);

@@ -76,7 +76,17 @@ export async function runDemo(opts: { keep?: boolean } = {}): Promise<number> {
   const serverLog = path.join(dir, "server.log");
   const child = spawn(
     process.execPath,
-    [findBin(), "server", "start", "--trust-domain", TD, "--data-dir", path.join(dir, "data"), "--listen", "127.0.0.1:0"],
+    [
+      findBin(),
+      "server",
+      "start",
+      "--trust-domain",
+      TD,
+      "--data-dir",
+      path.join(dir, "data"),
+      "--listen",
+      "127.0.0.1:0",
+    ],
     { stdio: ["ignore", "pipe", "pipe"] },
   );
   const logStream = fs.createWriteStream(serverLog);
@@ -110,7 +120,9 @@ export async function runDemo(opts: { keep?: boolean } = {}): Promise<number> {
     const bundleDoc = await c.call<{ bundle: string; sequence: number }>("GET", "/v1/bundle?format=spiffe");
     const bundle = parseSpiffeBundle(bundleDoc.bundle, TD);
     const bundles = new Map([[TD, bundle]]);
-    say(`  trust bundle sequence ${bundle.sequence}: ${bundle.x509Authorities.length} X.509 CA, ${bundle.jwtAuthorities.length} JWT key`);
+    say(
+      `  trust bundle sequence ${bundle.sequence}: ${bundle.x509Authorities.length} X.509 CA, ${bundle.jwtAuthorities.length} JWT key`,
+    );
 
     let lastChain: Uint8Array[] = [];
     for (const alg of ["ec-p256", "ml-dsa-65"] as const) {
@@ -147,7 +159,11 @@ export async function runDemo(opts: { keep?: boolean } = {}): Promise<number> {
         audience: [`spiffe://${TD}/ns/demo/db`],
       });
       token = r.token;
-      const v = await validateJwtSvid(token, { audience: `spiffe://${TD}/ns/demo/db`, bundles, now: new Date() });
+      const v = await validateJwtSvid(token, {
+        audience: `spiffe://${TD}/ns/demo/db`,
+        bundles,
+        now: new Date(),
+      });
       return `${v.spiffeId} for ${v.claims.aud}, ${r.alg}`;
     });
 

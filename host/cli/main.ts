@@ -6,17 +6,17 @@ import crypto from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import { Command, Option } from "commander";
-import { SVID_KEY_ALGS, generateKeyPair, parseKeyAlg } from "../core/alg.ts";
+import { generateKeyPair, parseKeyAlg, SVID_KEY_ALGS } from "../core/alg.ts";
 import { parseSpiffeBundle } from "../core/bundle.ts";
 import { parseDuration, systemClock } from "../core/clock.ts";
-import { QhxError, ValidationError, formatError } from "../core/errors.ts";
+import { formatError, QhxError, ValidationError } from "../core/errors.ts";
 import { validateJwtSvid } from "../core/jwtsvid.ts";
 import { checkSpiffeId, spiffeIdReason } from "../core/spiffeid.ts";
-import { readConfigFile, mergeConfig, parseServerConfig } from "../server/config.ts";
+import { mergeConfig, parseServerConfig, readConfigFile } from "../server/config.ts";
 import { ServerCore } from "../server/core.ts";
+import { writeFileAtomic } from "../server/keymanager/disk.ts";
 import { createLogger } from "../server/logger.ts";
 import { startServer } from "../server/server.ts";
-import { writeFileAtomic } from "../server/keymanager/disk.ts";
 import { type AdminClient, LocalClient, SocketClient } from "./client.ts";
 import { runDemo } from "./demo.ts";
 
@@ -43,10 +43,15 @@ async function connect(opts: { socket?: string; dataDir?: string }): Promise<Adm
   if (opts.dataDir) return LocalClient.open(path.resolve(opts.dataDir));
   const env = process.env.QHX_ADMIN_SOCKET;
   if (env) return new SocketClient(env);
-  throw new ValidationError("no server given: use --socket PATH (running server) or --data-dir DIR (offline)");
+  throw new ValidationError(
+    "no server given: use --socket PATH (running server) or --data-dir DIR (offline)",
+  );
 }
 
-async function withClient<T>(opts: { socket?: string; dataDir?: string }, fn: (c: AdminClient) => Promise<T>) {
+async function withClient<T>(
+  opts: { socket?: string; dataDir?: string },
+  fn: (c: AdminClient) => Promise<T>,
+) {
   const c = await connect(opts);
   try {
     return await fn(c);
@@ -69,7 +74,8 @@ function parseExpiresAt(v: string | undefined): number | null | undefined {
   if (v === "never" || v === "") return null;
   if (/^\d+$/.test(v)) return Number(v);
   const t = Date.parse(v);
-  if (Number.isNaN(t)) throw new ValidationError(`"${v}" is neither unix seconds nor an ISO 8601 time`, "expires_at");
+  if (Number.isNaN(t))
+    throw new ValidationError(`"${v}" is neither unix seconds nor an ISO 8601 time`, "expires_at");
   return Math.floor(t / 1000);
 }
 
@@ -129,7 +135,11 @@ function entryOptions(cmd: Command): Command {
     .option("--x509-svid-ttl <duration>", "X509-SVID lifetime, e.g. 1h (0: server default)")
     .option("--jwt-svid-ttl <duration>", "JWT-SVID lifetime, e.g. 5m (0: server default)")
     .option("--dns-name <name>", "a DNS SAN for the X509-SVID (repeatable)", collect)
-    .option("--federates-with <td>", "a trust domain whose bundle the workload receives (repeatable)", collect)
+    .option(
+      "--federates-with <td>",
+      "a trust domain whose bundle the workload receives (repeatable)",
+      collect,
+    )
     .option("--admin", "the workload may use the admin API")
     .option("--expires-at <time>", "ISO 8601 time or unix seconds when the entry expires (never: no expiry)")
     .option("--data <file>", "read the entry from a JSON file (snake_case fields); flags override it");
@@ -168,7 +178,8 @@ function printEntry(e: EntryJson): void {
   out();
 }
 
-const outputOption = () => new Option("-o, --output <format>", "output format").choices(["text", "json"]).default("text");
+const outputOption = () =>
+  new Option("-o, --output <format>", "output format").choices(["text", "json"]).default("text");
 
 export function buildProgram(): Command {
   const program = new Command("qhx")
@@ -191,7 +202,10 @@ export function buildProgram(): Command {
       .option("--log-level <level>", "trace|debug|info|warn|error (default info)")
       .option("--ca-key-type <alg>", `CA key: ${SVID_KEY_ALGS.join("|")} (default ec-p256)`)
       .option("--ca-ttl <duration>", "lifetime of each CA (default 7d)")
-      .option("--jwt-key-type <alg>", "JWT signing key: ec-p256|ec-p384|rsa-2048|ml-dsa-44|ml-dsa-65|ml-dsa-87")
+      .option(
+        "--jwt-key-type <alg>",
+        "JWT signing key: ec-p256|ec-p384|rsa-2048|ml-dsa-44|ml-dsa-65|ml-dsa-87",
+      )
       .option("--default-x509-svid-ttl <duration>", "default X509-SVID lifetime (default 1h)")
       .option("--default-jwt-svid-ttl <duration>", "default JWT-SVID lifetime (default 5m)")
       .option("--key-manager <kind>", "disk|memory (default disk)");
@@ -243,14 +257,19 @@ Examples:
 
   serverFlags(server.command("init"))
     .description("initialize a data directory (CA, keys, datastore) without starting the server")
-    .addHelpText("after", "\nExample:\n  qhx server init --trust-domain example.org --data-dir ./data --ca-key-type ml-dsa-65")
+    .addHelpText(
+      "after",
+      "\nExample:\n  qhx server init --trust-domain example.org --data-dir ./data --ca-key-type ml-dsa-65",
+    )
     .action(async (o) => {
       const cfg = loadServerConfig(o);
       const core = await ServerCore.open(cfg, { clock: systemClock, create: true });
       try {
         const b = core.ca.trustBundle();
         out(`Initialized ${cfg.dataDir} for trust domain ${cfg.trustDomain}`);
-        out(`Bundle sequence ${b.sequence}: ${b.x509Authorities.length} X.509 authority, ${b.jwtAuthorities.length} JWT key`);
+        out(
+          `Bundle sequence ${b.sequence}: ${b.x509Authorities.length} X.509 authority, ${b.jwtAuthorities.length} JWT key`,
+        );
       } finally {
         await core.close();
       }
@@ -262,7 +281,10 @@ Examples:
     .option("--socket <path>", "check the admin socket")
     .option("--address <host:port>", "check the health listener's /healthz")
     .option("--verbose", "print the answer")
-    .addHelpText("after", "\nExamples:\n  qhx server healthcheck --socket ./data/admin.sock\n  qhx server healthcheck --address 127.0.0.1:8081")
+    .addHelpText(
+      "after",
+      "\nExamples:\n  qhx server healthcheck --socket ./data/admin.sock\n  qhx server healthcheck --address 127.0.0.1:8081",
+    )
     .action(async (o: { socket?: string; address?: string; verbose?: boolean }) => {
       if (!o.socket && !o.address) throw new ValidationError("give --socket PATH or --address HOST:PORT");
       if (o.socket) {
@@ -333,11 +355,16 @@ Example:
     .argument("<id>", "entry ID")
     .option("--revision <n>", "fail if the entry is no longer at this revision")
     .description("change fields of a registration entry (only the flags given)")
-    .addHelpText("after", "\nExample:\n  qhx entry update 6f1c… --socket ./data/admin.sock --x509-svid-ttl 30m --label tier=gold")
+    .addHelpText(
+      "after",
+      "\nExample:\n  qhx entry update 6f1c… --socket ./data/admin.sock --x509-svid-ttl 30m --label tier=gold",
+    )
     .action(async (id: string, o) => {
       const body = entryBody(o);
       if (o.revision !== undefined) body.revision = Number(o.revision);
-      const e = await withClient(o, (c) => c.call<EntryJson>("PATCH", `/v1/entries/${encodeURIComponent(id)}`, body));
+      const e = await withClient(o, (c) =>
+        c.call<EntryJson>("PATCH", `/v1/entries/${encodeURIComponent(id)}`, body),
+      );
       printEntry(e);
     });
 
@@ -366,9 +393,13 @@ Example:
   const bundle = program.command("bundle").description("the trust domain's trust bundle");
   withConnection(bundle.command("show"))
     .description("print the trust bundle")
-    .addOption(new Option("--format <format>", "pem or spiffe (JWK Set)").choices(["pem", "spiffe"]).default("pem"))
+    .addOption(
+      new Option("--format <format>", "pem or spiffe (JWK Set)").choices(["pem", "spiffe"]).default("pem"),
+    )
     .action(async (o) => {
-      const r = await withClient(o, (c) => c.call<{ bundle: string }>("GET", `/v1/bundle?format=${o.format}`));
+      const r = await withClient(o, (c) =>
+        c.call<{ bundle: string }>("GET", `/v1/bundle?format=${o.format}`),
+      );
       process.stdout.write(r.bundle.endsWith("\n") ? r.bundle : `${r.bundle}\n`);
     });
 
@@ -410,16 +441,24 @@ Example:
       const alg = parseKeyAlg(o.alg);
       const kp = generateKeyPair(alg);
       const r = await withClient(o, (c) =>
-        c.call<{ chain: string[]; bundle: string; expires_at: number; serial: string }>("POST", "/v1/svids/x509", {
-          spiffe_id: o.spiffeId,
-          public_key: kp.publicKey.export({ type: "spki", format: "pem" }),
-          ...(o.ttl ? { ttl: o.ttl } : {}),
-          ...(o.dnsName ? { dns_names: o.dnsName } : {}),
-        }),
+        c.call<{ chain: string[]; bundle: string; expires_at: number; serial: string }>(
+          "POST",
+          "/v1/svids/x509",
+          {
+            spiffe_id: o.spiffeId,
+            public_key: kp.publicKey.export({ type: "spki", format: "pem" }),
+            ...(o.ttl ? { ttl: o.ttl } : {}),
+            ...(o.dnsName ? { dns_names: o.dnsName } : {}),
+          },
+        ),
       );
       const dir = path.resolve(o.out);
       fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
-      writeFileAtomic(path.join(dir, "svid.key"), kp.privateKey.export({ type: "pkcs8", format: "pem" }) as string, 0o600);
+      writeFileAtomic(
+        path.join(dir, "svid.key"),
+        kp.privateKey.export({ type: "pkcs8", format: "pem" }) as string,
+        0o600,
+      );
       writeFileAtomic(path.join(dir, "svid.pem"), r.chain.join(""), 0o644);
       writeFileAtomic(path.join(dir, "bundle.pem"), r.bundle, 0o644);
       out(`X509-SVID for ${o.spiffeId} (${alg}, serial ${r.serial})`);
@@ -452,9 +491,14 @@ Example:
   jwt
     .command("verify")
     .argument("<token>", "the JWT-SVID (or - to read it from stdin)")
-    .description("validate a JWT-SVID offline against a SPIFFE bundle file; exit 0 if valid, 1 with the reason if not")
+    .description(
+      "validate a JWT-SVID offline against a SPIFFE bundle file; exit 0 if valid, 1 with the reason if not",
+    )
     .requiredOption("--audience <aud>", "the audience you are")
-    .requiredOption("--bundle <file>", "SPIFFE bundle (JWK Set) of the token's trust domain (qhx bundle show --format spiffe)")
+    .requiredOption(
+      "--bundle <file>",
+      "SPIFFE bundle (JWK Set) of the token's trust domain (qhx bundle show --format spiffe)",
+    )
     .option("--trust-domain <td>", "trust domain of the bundle (default: the token subject's)")
     .option("--leeway <seconds>", "clock skew tolerated", "30")
     .option("--allow-ml-dsa", "accept ML-DSA-44/65/87 signatures (QHx extension)")
@@ -477,7 +521,9 @@ Example:
         leewaySeconds: Number(o.leeway),
         allowPostQuantum: Boolean(o.allowMlDsa),
       });
-      out(`valid: ${r.spiffeId} (alg ${r.header.alg}, expires ${new Date(Number(r.claims.exp) * 1000).toISOString()})`);
+      out(
+        `valid: ${r.spiffeId} (alg ${r.header.alg}, expires ${new Date(Number(r.claims.exp) * 1000).toISOString()})`,
+      );
     });
 
   // ----------------------------------------------------------------------------------------- demo

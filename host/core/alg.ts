@@ -5,11 +5,26 @@
 import crypto, { type KeyObject } from "node:crypto";
 import { QhxError } from "./errors.ts";
 
-export const KEY_ALGS = ["ec-p256", "ec-p384", "ed25519", "rsa-2048", "ml-dsa-44", "ml-dsa-65", "ml-dsa-87"] as const;
+export const KEY_ALGS = [
+  "ec-p256",
+  "ec-p384",
+  "ed25519",
+  "rsa-2048",
+  "ml-dsa-44",
+  "ml-dsa-65",
+  "ml-dsa-87",
+] as const;
 export type KeyAlg = (typeof KEY_ALGS)[number];
 
 /** Algorithms a CA or an SVID key may use (RSA is accepted only for JWT-SVID interop). */
-export const SVID_KEY_ALGS = ["ec-p256", "ec-p384", "ed25519", "ml-dsa-44", "ml-dsa-65", "ml-dsa-87"] as const;
+export const SVID_KEY_ALGS = [
+  "ec-p256",
+  "ec-p384",
+  "ed25519",
+  "ml-dsa-44",
+  "ml-dsa-65",
+  "ml-dsa-87",
+] as const;
 export type SvidKeyAlg = (typeof SVID_KEY_ALGS)[number];
 
 export function isKeyAlg(s: string): s is KeyAlg {
@@ -90,7 +105,11 @@ export function digestFor(alg: KeyAlg): string | null {
 }
 
 /** Sign `data` as X.509 does: ECDSA signatures DER-encoded, the others raw. */
-export function signData(privateKey: KeyObject, data: Uint8Array, alg: KeyAlg = keyAlgOf(privateKey)): Buffer {
+export function signData(
+  privateKey: KeyObject,
+  data: Uint8Array,
+  alg: KeyAlg = keyAlgOf(privateKey),
+): Buffer {
   return crypto.sign(digestFor(alg), data, privateKey);
 }
 

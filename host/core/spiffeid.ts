@@ -55,7 +55,8 @@ const REASONS: Record<SpiffeIdCode, string> = {
   SPIFFE_ID_EMPTY_SEGMENT: "path must not contain empty segments (//)",
   SPIFFE_ID_DOT_SEGMENT: 'path must not contain "." or ".." segments',
   SPIFFE_ID_TRAILING_SLASH: "path must not end with /",
-  SPIFFE_ID_BAD_PATH_CHAR: "path segment characters are limited to letters, digits, dots, dashes and underscores",
+  SPIFFE_ID_BAD_PATH_CHAR:
+    "path segment characters are limited to letters, digits, dots, dashes and underscores",
 };
 
 export function spiffeIdReason(code: SpiffeIdCode): string {
@@ -98,7 +99,10 @@ function checkPath(s: string, start: number): SpiffeIdCode {
     if (c === 0x2f) {
       const len = i - segStart;
       if (len === 0) return i === s.length ? "SPIFFE_ID_TRAILING_SLASH" : "SPIFFE_ID_EMPTY_SEGMENT";
-      if (s.charCodeAt(segStart) === 0x2e && (len === 1 || (len === 2 && s.charCodeAt(segStart + 1) === 0x2e))) {
+      if (
+        s.charCodeAt(segStart) === 0x2e &&
+        (len === 1 || (len === 2 && s.charCodeAt(segStart + 1) === 0x2e))
+      ) {
         return "SPIFFE_ID_DOT_SEGMENT";
       }
       segStart = i + 1;
@@ -153,7 +157,10 @@ export class SpiffeId {
   /** Build from a trust domain and path segments, validating each. */
   static fromSegments(trustDomain: string, ...segments: string[]): SpiffeId {
     if (trustDomain.includes("/")) {
-      throw new SpiffeIdError("SPIFFE_ID_BAD_TRUST_DOMAIN_CHAR", `a trust domain has no "/": ${truncate(trustDomain)}`);
+      throw new SpiffeIdError(
+        "SPIFFE_ID_BAD_TRUST_DOMAIN_CHAR",
+        `a trust domain has no "/": ${truncate(trustDomain)}`,
+      );
     }
     for (const seg of segments) {
       if (seg.includes("/")) {
@@ -169,7 +176,10 @@ export class SpiffeId {
       throw new SpiffeIdError("SPIFFE_ID_BAD_PATH_CHAR", `path must be empty or begin with "/": ${path}`);
     }
     if (trustDomain.includes("/")) {
-      throw new SpiffeIdError("SPIFFE_ID_BAD_TRUST_DOMAIN_CHAR", `a trust domain has no "/": ${truncate(trustDomain)}`);
+      throw new SpiffeIdError(
+        "SPIFFE_ID_BAD_TRUST_DOMAIN_CHAR",
+        `a trust domain has no "/": ${truncate(trustDomain)}`,
+      );
     }
     return SpiffeId.parse(PREFIX + trustDomain + path);
   }

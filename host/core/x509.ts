@@ -34,6 +34,7 @@ import {
   RelativeDistinguishedName,
   SubjectAlternativeName,
   SubjectKeyIdentifier,
+  SubjectPublicKeyInfo,
   TBSCertificate,
   Time,
   Validity,
@@ -158,7 +159,9 @@ function invalid(message: string, code = "QHX_X509_INVALID_ARGUMENT"): QhxError 
 }
 
 function u8(buf: ArrayBuffer | ArrayBufferView): Uint8Array {
-  return buf instanceof ArrayBuffer ? new Uint8Array(buf) : new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength);
+  return buf instanceof ArrayBuffer
+    ? new Uint8Array(buf)
+    : new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength);
 }
 
 /** A fresh ArrayBuffer holding exactly these bytes (asn1-schema converters take ArrayBuffers). */
@@ -300,7 +303,8 @@ const PRINTABLE = /^[A-Za-z0-9 '()+,\-./:=?]*$/;
 export function encodeName(fields: SubjectFields = {}): Uint8Array {
   const rdns: RelativeDistinguishedName[] = [];
   if (fields.country !== undefined) {
-    if (!/^[A-Z]{2}$/.test(fields.country)) throw invalid(`country must be two capital letters: ${fields.country}`);
+    if (!/^[A-Z]{2}$/.test(fields.country))
+      throw invalid(`country must be two capital letters: ${fields.country}`);
     rdns.push(attribute(OID.country, new AttributeValue({ printableString: fields.country })));
   }
   for (const [oid, v] of [
@@ -312,7 +316,11 @@ export function encodeName(fields: SubjectFields = {}): Uint8Array {
     rdns.push(attribute(oid, new AttributeValue({ utf8String: v })));
   }
   if (fields.serialNumber !== undefined) {
-    if (!PRINTABLE.test(fields.serialNumber) || fields.serialNumber.length === 0 || fields.serialNumber.length > 64) {
+    if (
+      !PRINTABLE.test(fields.serialNumber) ||
+      fields.serialNumber.length === 0 ||
+      fields.serialNumber.length > 64
+    ) {
       throw invalid("serialNumber attribute must be 1..64 printable characters");
     }
     rdns.push(attribute(OID.serialNumber, new AttributeValue({ printableString: fields.serialNumber })));
@@ -349,7 +357,10 @@ export function extKeyUsageExtension(oids: string[], critical = false): X509Exte
   return extension(OID.extKeyUsage, critical, new ExtendedKeyUsage(oids));
 }
 
-export function subjectAltNameExtension(names: { uris?: string[]; dnsNames?: string[] }, critical = false): X509Extension {
+export function subjectAltNameExtension(
+  names: { uris?: string[]; dnsNames?: string[] },
+  critical = false,
+): X509Extension {
   const gns = [
     ...(names.uris ?? []).map((u) => new GeneralName({ uniformResourceIdentifier: u })),
     ...(names.dnsNames ?? []).map((d) => new GeneralName({ dNSName: d })),
@@ -453,7 +464,12 @@ export const CERT_SIGNING_ALGS: readonly KeyAlg[] = SVID_KEY_ALGS;
 // Raw, template-level issuance
 // ------------------------------------------------------------------------------------------------
 
-function assemble(tbs: TBSCertificate, signingKey: KeyObject, alg: KeyAlg, outerSigAlg: PreEncoded): Uint8Array {
+function assemble(
+  tbs: TBSCertificate,
+  signingKey: KeyObject,
+  alg: KeyAlg,
+  outerSigAlg: PreEncoded,
+): Uint8Array {
   const tbsDer = u8(AsnConvert.serialize(tbs));
   const signature = signData(signingKey, tbsDer, alg);
   const cert = new Certificate({
@@ -501,13 +517,19 @@ function checkValidityOrder(notBefore: Date, notAfter: Date): void {
 
 function assertKeyMatchesCert(privateKey: KeyObject, certSpki: Uint8Array, what: string): void {
   if (!bytesEqual(spki(privateKey), certSpki)) {
-    throw new QhxError("QHX_X509_KEY_MISMATCH", `${what}: private key does not match the certificate's public key`);
+    throw new QhxError(
+      "QHX_X509_KEY_MISMATCH",
+      `${what}: private key does not match the certificate's public key`,
+    );
   }
 }
 
 function assertIsCa(cert: ParsedCertificate, what: string): void {
   if (!cert.basicConstraints?.cA || (cert.keyUsage && !cert.keyUsage.has("keyCertSign"))) {
-    throw new QhxError("QHX_X509_ISSUER_NOT_CA", `${what} is not a CA certificate (cA=true with keyCertSign)`);
+    throw new QhxError(
+      "QHX_X509_ISSUER_NOT_CA",
+      `${what} is not a CA certificate (cA=true with keyCertSign)`,
+    );
   }
 }
 
@@ -567,6 +589,91 @@ export function issueCaCertificate(o: IssueCaOptions): Uint8Array {
 // X509-SVIDs (the hot path)
 // ------------------------------------------------------------------------------------------------
 
+/**
+ * asn1js (under asn1-schema) spends several microseconds on every node it encodes, OBJECT IDENTIFIERs
+ * most of all, so the SVID path encodes per certificate only what differs per certificate: the serial,
+ * the subject key and its identifier, and the signature. Everything else is DER the same serializer
+ * produced before: per process (constant extensions), per issuer (Name, AKI, AlgorithmIdentifier),
+ * per second (Validity) and per SPIFFE ID (SAN extension).
+ */
+
+/** asn1-schema converter for an ANY field holding pre-encoded DER (serialization splices it). */
+const RAW_DER = {
+  // biome-ignore lint/suspicious/noExplicitAny: asn1js block type, duck-typed (see RawBlock)
+  toASN: (v: ArrayBuffer): any => new RawBlock(v),
+  // biome-ignore lint/suspicious/noExplicitAny: asn1js block
+  fromASN: (asn: any): ArrayBuffer => ab(u8(asn.valueBeforeDecodeView)),
+};
+
+/** asn1-x509's Extension with its extnID given as pre-encoded OBJECT IDENTIFIER DER. */
+class OidSplicedExtension {
+  extnID: ArrayBuffer = EMPTY_AB;
+  critical = false;
+  extnValue = new OctetString();
+}
+AsnProp({ type: AsnPropTypes.Any, converter: RAW_DER })(OidSplicedExtension.prototype, "extnID");
+AsnProp({ type: AsnPropTypes.Boolean, defaultValue: false })(OidSplicedExtension.prototype, "critical");
+AsnProp({ type: OctetString })(OidSplicedExtension.prototype, "extnValue");
+
+/** DER of an OBJECT IDENTIFIER, taken from an asn1-x509 AlgorithmIdentifier encoding. */
+function oidDer(oid: string): ArrayBuffer {
+  const seq = u8(AsnConvert.serialize(new AlgorithmIdentifier({ algorithm: oid })));
+  const outer = readTlv(seq, 0);
+  return ab(seq.subarray(outer.start, readTlv(seq, outer.start).end));
+}
+
+const SKI_OID_DER = oidDer(OID.subjectKeyIdentifier);
+const SAN_OID_DER = oidDer(OID.subjectAltName);
+
+/** SubjectPublicKeyInfo AlgorithmIdentifiers of the key types the fast path encodes itself. */
+const SPKI_ALG: Partial<Record<string, PreEncoded>> = {
+  "ec-p256": PreEncoded.of(
+    new AlgorithmIdentifier({ algorithm: "1.2.840.10045.2.1", parameters: oidDer("1.2.840.10045.3.1.7") }),
+  ),
+  "ec-p384": PreEncoded.of(
+    new AlgorithmIdentifier({ algorithm: "1.2.840.10045.2.1", parameters: oidDer("1.3.132.0.34") }),
+  ),
+  ed25519: PreEncoded.of(new AlgorithmIdentifier({ algorithm: "1.3.101.112" })),
+  "ml-dsa-44": PreEncoded.of(new AlgorithmIdentifier({ algorithm: SIG_OID["ml-dsa-44"] })),
+  "ml-dsa-65": PreEncoded.of(new AlgorithmIdentifier({ algorithm: SIG_OID["ml-dsa-65"] })),
+  "ml-dsa-87": PreEncoded.of(new AlgorithmIdentifier({ algorithm: SIG_OID["ml-dsa-87"] })),
+};
+
+/**
+ * The SubjectPublicKeyInfo of a public key plus its key identifier. OpenSSL's SPKI encoder costs
+ * 30–45 µs per call; exporting the raw public key (node ≥ 24.x "raw-public") and wrapping it with
+ * asn1-x509's SubjectPublicKeyInfo yields the same DER (test/x509.test.ts checks) in a fraction.
+ */
+export function encodeSpki(publicKey: KeyObject): { spki: Uint8Array | SubjectPublicKeyInfo; keyId: Buffer } {
+  let alg: KeyAlg | undefined;
+  try {
+    alg = keyAlgOf(publicKey);
+  } catch {
+    alg = undefined;
+  }
+  const algId = alg && SPKI_ALG[alg];
+  if (algId) {
+    let raw: Buffer | undefined;
+    try {
+      // biome-ignore lint/suspicious/noExplicitAny: "raw-public" is newer than @types/node
+      raw = (publicKey as any).export({ format: "raw-public" }) as Buffer;
+    } catch {
+      raw = undefined;
+    }
+    if (raw && (alg?.startsWith("ec-") ? raw[0] === 4 : true)) {
+      return {
+        spki: new SubjectPublicKeyInfo({
+          algorithm: spliced<AlgorithmIdentifier>(algId),
+          subjectPublicKey: ab(raw),
+        }),
+        keyId: crypto.createHash("sha1").update(raw).digest(),
+      };
+    }
+  }
+  const der = spki(publicKey);
+  return { spki: der, keyId: crypto.createHash("sha1").update(subjectPublicKeyBits(der)).digest() };
+}
+
 /** What issuing under one (issuer certificate, issuer key) pair needs, computed once. */
 interface IssuerContext {
   alg: KeyAlg;
@@ -593,7 +700,9 @@ function issuerContext(certDer: Uint8Array, key: KeyObject): IssuerContext {
     sigAlg: signatureAlgorithmId(SIG_OID[alg]),
     issuerName: new PreEncoded(issuer.subject),
     notAfterMs: issuer.notAfter.getTime(),
-    aki: PreEncoded.of(toAsnExtension(authorityKeyIdExtension(issuer.subjectKeyId ?? computeKeyIdentifier(issuer.spki)))),
+    aki: PreEncoded.of(
+      toAsnExtension(authorityKeyIdExtension(issuer.subjectKeyId ?? computeKeyIdentifier(issuer.spki))),
+    ),
   };
   if (!byKey) {
     byKey = new WeakMap();
@@ -627,13 +736,50 @@ function checkDnsName(d: string): void {
   }
 }
 
+/** Validity DER of the last (notBefore, notAfter) pair, in whole seconds: issuing at rate repeats it. */
+let lastValidity: { nb: number; na: number; der: PreEncoded } | undefined;
+
+function validityDer(notBeforeMs: number, notAfterMs: number): PreEncoded {
+  const v = lastValidity;
+  if (v && v.nb === notBeforeMs && v.na === notAfterMs) return v.der;
+  const der = PreEncoded.of(validity(new Date(notBeforeMs), new Date(notAfterMs)));
+  lastValidity = { nb: notBeforeMs, na: notAfterMs, der };
+  return der;
+}
+
+/** SAN extensions by (SPIFFE ID, DNS names, critical): SVIDs for one workload are reissued all day. */
+const SAN_CACHE = new Map<string, PreEncoded>();
+const SAN_CACHE_MAX = 4096;
+
+function sanExtension(uri: string, dnsNames: readonly string[] | undefined, critical: boolean): PreEncoded {
+  const key = `${critical ? "!" : ""}${uri} ${dnsNames ? dnsNames.join(" ") : ""}`;
+  let p = SAN_CACHE.get(key);
+  if (p) return p;
+  const names = [new GeneralName({ uniformResourceIdentifier: uri })];
+  for (const d of dnsNames ?? []) {
+    checkDnsName(d);
+    names.push(new GeneralName({ dNSName: d }));
+  }
+  const ext = new OidSplicedExtension();
+  ext.extnID = SAN_OID_DER;
+  ext.critical = critical;
+  ext.extnValue = new OctetString(AsnConvert.serialize(new SubjectAlternativeName(names)));
+  p = PreEncoded.of(ext);
+  if (SAN_CACHE.size >= SAN_CACHE_MAX) SAN_CACHE.clear();
+  SAN_CACHE.set(key, p);
+  return p;
+}
+
 /**
  * Issue an X509-SVID: exactly one URI SAN (the SPIFFE ID, which must have a path) plus optional DNS
  * SANs; basicConstraints cA=false and keyUsage digitalSignature (RSA keys also keyEncipherment), both
  * critical; extKeyUsage serverAuth+clientAuth; SKI; AKI; a random 16-byte serial unless one is given.
- * notAfter is CLAMPED to the issuer's notAfter, so the SVID never outlives its issuer; if that leaves
- * an empty window (issuer already expired at notBefore) QHX_X509_INVALID_VALIDITY is thrown.
- * The leaf key's algorithm is independent of the issuer's.
+ *
+ * Validity: notAfter is CLAMPED to the issuer's notAfter, so an SVID never outlives the certificate
+ * that signs it; if that leaves an empty window (the issuer has expired by notBefore) the call throws
+ * QHX_X509_INVALID_VALIDITY. Times are truncated to whole seconds.
+ *
+ * The leaf key's algorithm is independent of the issuer's (e.g. ML-DSA CA, P-256 leaf).
  */
 export function issueX509Svid(o: IssueSvidOptions): Uint8Array {
   const id = typeof o.spiffeId === "string" ? SpiffeId.parse(o.spiffeId) : o.spiffeId;
@@ -642,35 +788,29 @@ export function issueX509Svid(o: IssueSvidOptions): Uint8Array {
   }
   const ctx = issuerContext(o.issuerCertDer, o.issuerKey);
   const leafKey = publicHalf(o.publicKey);
-  const leafType = leafKey.asymmetricKeyType;
+  const notBeforeMs = toSecond(o.notBefore);
   const notAfterMs = Math.min(toSecond(o.notAfter), ctx.notAfterMs);
-  const notAfter = new Date(notAfterMs);
-  checkValidityOrder(o.notBefore, notAfter);
-  const spkiDer = spki(leafKey);
-  const ski = crypto.createHash("sha1").update(subjectPublicKeyBits(spkiDer)).digest();
-
-  const uri = id.toString();
-  const names = [new GeneralName({ uniformResourceIdentifier: uri })];
-  if (o.dnsNames) {
-    for (const d of o.dnsNames) {
-      checkDnsName(d);
-      names.push(new GeneralName({ dNSName: d }));
-    }
+  if (!(notAfterMs > notBeforeMs)) {
+    throw invalid(
+      `validity window is empty once notAfter is clamped to the issuer's (${new Date(ctx.notAfterMs).toISOString()})`,
+      "QHX_X509_INVALID_VALIDITY",
+    );
   }
-  const exts: Extension[] = [
+  const { spki: spkiValue, keyId } = encodeSpki(leafKey);
+
+  const ski = new OidSplicedExtension();
+  ski.extnID = SKI_OID_DER;
+  ski.extnValue = new OctetString(
+    AsnConvert.serialize(new SubjectKeyIdentifier(keyId.buffer as ArrayBuffer)),
+  );
+
+  const exts: (Extension | OidSplicedExtension)[] = [
     spliced<Extension>(LEAF.basicConstraints),
-    spliced<Extension>(leafType === "rsa" ? LEAF.keyUsageRsa : LEAF.keyUsage),
+    spliced<Extension>(leafKey.asymmetricKeyType === "rsa" ? LEAF.keyUsageRsa : LEAF.keyUsage),
     spliced<Extension>(LEAF.extKeyUsage),
-    new Extension({
-      extnID: OID.subjectKeyIdentifier,
-      extnValue: new OctetString(AsnConvert.serialize(new SubjectKeyIdentifier(ski.buffer as ArrayBuffer))),
-    }),
+    ski,
     spliced<Extension>(ctx.aki),
-    new Extension({
-      extnID: OID.subjectAltName,
-      critical: o.subject === undefined,
-      extnValue: new OctetString(AsnConvert.serialize(new SubjectAlternativeName(names))),
-    }),
+    spliced<Extension>(sanExtension(id.toString(), o.dnsNames, o.subject === undefined)),
   ];
   if (o.extraExtensions) {
     const seen = new Set(SVID_BUILTIN_EXTS);
@@ -680,15 +820,16 @@ export function issueX509Svid(o: IssueSvidOptions): Uint8Array {
       exts.push(toAsnExtension(e));
     }
   }
-  const tbs = new TBSCertificate({
+  const tbs = Object.assign(Object.create(TBSCertificate.prototype) as TBSCertificate, {
     version: 2,
     serialNumber: ab(o.serial ? normalizeSerial(o.serial) : randomSerial()),
     signature: spliced<AlgorithmIdentifier>(ctx.sigAlg),
     issuer: spliced<Name>(ctx.issuerName),
-    validity: validity(o.notBefore, notAfter),
+    validity: spliced<Validity>(validityDer(notBeforeMs, notAfterMs)),
     subject: o.subject ? spliced<Name>(new PreEncoded(encodeName(o.subject))) : spliced<Name>(LEAF.emptyName),
-    subjectPublicKeyInfo: spliced<TBSCertificate["subjectPublicKeyInfo"]>(new PreEncoded(spkiDer)),
-    extensions: new Extensions(exts),
+    subjectPublicKeyInfo:
+      spkiValue instanceof Uint8Array ? spliced<SubjectPublicKeyInfo>(new PreEncoded(spkiValue)) : spkiValue,
+    extensions: new Extensions(exts as Extension[]),
   });
   return assemble(tbs, o.issuerKey, ctx.alg, ctx.sigAlg);
 }
@@ -715,7 +856,10 @@ class TbsView {
   extensions?: Extensions;
 }
 AsnProp({ type: AsnPropTypes.Integer, context: 0, defaultValue: 0 })(TbsView.prototype, "version");
-AsnProp({ type: AsnPropTypes.Integer, converter: AsnIntegerArrayBufferConverter })(TbsView.prototype, "serialNumber");
+AsnProp({ type: AsnPropTypes.Integer, converter: AsnIntegerArrayBufferConverter })(
+  TbsView.prototype,
+  "serialNumber",
+);
 AsnProp({ type: AsnPropTypes.Any })(TbsView.prototype, "signature");
 AsnProp({ type: AsnPropTypes.Any })(TbsView.prototype, "issuer");
 AsnProp({ type: Validity })(TbsView.prototype, "validity");
@@ -773,7 +917,10 @@ function parseExtValue<T>(e: ParsedExtension, type: new () => T): T {
   try {
     return AsnConvert.parse(e.value, type);
   } catch (err) {
-    throw new VerificationError("QHX_X509_MALFORMED", `malformed extension ${e.oid}: ${(err as Error).message}`);
+    throw new VerificationError(
+      "QHX_X509_MALFORMED",
+      `malformed extension ${e.oid}: ${(err as Error).message}`,
+    );
   }
 }
 
@@ -826,7 +973,8 @@ export class ParsedCertificate {
     const malformed = (m: string): VerificationError => new VerificationError("QHX_X509_MALFORMED", m);
     if (!(der instanceof Uint8Array) || der.length < 16) throw malformed("not a DER certificate");
     const outer = readTlv(der, 0);
-    if (outer.tag !== 0x30 || outer.end !== der.length) throw malformed("certificate is not a single DER SEQUENCE");
+    if (outer.tag !== 0x30 || outer.end !== der.length)
+      throw malformed("certificate is not a single DER SEQUENCE");
     const tbsTlv = readTlv(der, outer.start);
     if (tbsTlv.tag !== 0x30) throw malformed("TBSCertificate is not a SEQUENCE");
     this.der = der;
@@ -839,14 +987,17 @@ export class ParsedCertificate {
       throw malformed(`cannot decode certificate: ${(e as Error).message}`);
     }
     const tbs = view.tbsCertificate;
-    if (tbs.version !== 0 && tbs.version !== 2) throw malformed(`unsupported certificate version ${tbs.version + 1}`);
+    if (tbs.version !== 0 && tbs.version !== 2)
+      throw malformed(`unsupported certificate version ${tbs.version + 1}`);
     this.version = tbs.version + 1;
     if (tbs.version === 0 && tbs.extensions) throw malformed("v1 certificate with extensions");
 
     this.serialBytes = u8(tbs.serialNumber);
     if (this.serialBytes.length === 0) throw malformed("empty serial number");
     this.serial = hex(
-      this.serialBytes.length > 1 && this.serialBytes[0] === 0 ? this.serialBytes.subarray(1) : this.serialBytes,
+      this.serialBytes.length > 1 && this.serialBytes[0] === 0
+        ? this.serialBytes.subarray(1)
+        : this.serialBytes,
     );
 
     this.signatureAlgorithmDer = u8(view.signatureAlgorithm);

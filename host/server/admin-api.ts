@@ -4,10 +4,10 @@
  * `{ "error": { "code", "message", "hint" } }` with an HTTP status that matches the code.
  */
 import crypto from "node:crypto";
-import { parseDuration } from "../core/clock.ts";
 import { bundleToPem, bundleToSpiffeJson } from "../core/bundle.ts";
+import { parseDuration } from "../core/clock.ts";
 import { entryToJson, parseEntryJson, parseEntryPatchJson, parseSelector } from "../core/entry.ts";
-import { NotFoundError, QhxError, ValidationError, isQhxError } from "../core/errors.ts";
+import { isQhxError, NotFoundError, QhxError, ValidationError } from "../core/errors.ts";
 import { toPem } from "../core/pem.ts";
 import { SpiffeId } from "../core/spiffeid.ts";
 import type { ServerCore } from "./core.ts";
@@ -110,7 +110,8 @@ const routes: [string, RegExp, Handler][] = [
     async (core, req, [id]) => {
       const body = obj(req.body);
       const { revision, ...rest } = body;
-      if (revision !== undefined && !Number.isInteger(revision)) throw new ValidationError("must be an integer", "revision");
+      if (revision !== undefined && !Number.isInteger(revision))
+        throw new ValidationError("must be an integer", "revision");
       const patch = parseEntryPatchJson(rest, { trustDomain: core.cfg.trustDomain });
       const e = await core.ds.updateEntry(id!, patch, revision as number | undefined);
       core.log.info({ entryId: e.id, revision: e.revision }, "entry updated");
@@ -236,7 +237,8 @@ export function statusFor(e: unknown): number {
 }
 
 export function errorBody(e: unknown): { error: { code: string; message: string; hint?: string } } {
-  if (isQhxError(e)) return { error: { code: e.code, message: e.message, ...(e.hint ? { hint: e.hint } : {}) } };
+  if (isQhxError(e))
+    return { error: { code: e.code, message: e.message, ...(e.hint ? { hint: e.hint } : {}) } };
   return { error: { code: "QHX_INTERNAL", message: "internal error; see the server log" } };
 }
 
@@ -259,7 +261,13 @@ export async function handleAdmin(core: ServerCore, req: AdminRequest): Promise<
     }
   }
   if (methodMismatch) {
-    return { status: 405, body: errorBody(new QhxError("QHX_METHOD_NOT_ALLOWED", `${req.method} ${req.path}`)) };
+    return {
+      status: 405,
+      body: errorBody(new QhxError("QHX_METHOD_NOT_ALLOWED", `${req.method} ${req.path}`)),
+    };
   }
-  return { status: 404, body: errorBody(new QhxError("QHX_NOT_FOUND", `no such endpoint: ${req.method} ${req.path}`)) };
+  return {
+    status: 404,
+    body: errorBody(new QhxError("QHX_NOT_FOUND", `no such endpoint: ${req.method} ${req.path}`)),
+  };
 }

@@ -9,14 +9,14 @@
  * datastore before it takes effect, so a restart resumes exactly where the server stopped.
  */
 import crypto, { type KeyObject } from "node:crypto";
-import { type KeyAlg, type SvidKeyAlg, keyAlgOf, spki } from "../core/alg.ts";
+import { type KeyAlg, keyAlgOf, type SvidKeyAlg, spki } from "../core/alg.ts";
 import { bundleToSpiffeJson } from "../core/bundle.ts";
 import type { JwtAuthority, TrustBundle } from "../core/bundle-types.ts";
 import type { Clock } from "../core/clock.ts";
 import { QhxError } from "../core/errors.ts";
 import { type JwtAlg, jwtAlgForKey, mintJwtSvid } from "../core/jwtsvid.ts";
 import { SpiffeId } from "../core/spiffeid.ts";
-import { issueCaCertificate, issueX509Svid, parseCertificate } from "../core/x509.ts";
+import { issueCaCertificate, issueX509Svid, parseCertificate, randomSerial } from "../core/x509.ts";
 import type { CaKind, CaRecord, Datastore } from "./datastore/types.ts";
 import type { KeyManager } from "./keymanager/types.ts";
 
@@ -47,11 +47,6 @@ export interface X509SvidResult {
   serial: string;
 }
 
-interface Loaded {
-  rec: CaRecord;
-  key?: KeyObject;
-}
-
 /** Backdating of notBefore to tolerate clock skew between server, agents and relying parties. */
 const BACKDATE_MS = 10_000;
 
@@ -72,7 +67,8 @@ export class CaManager {
     this.cfg = cfg;
     this.clock = clock;
     SpiffeId.fromPath(cfg.trustDomain, "");
-    if (!(cfg.ttlMs > 60_000)) throw new QhxError("QHX_INVALID_CONFIG", "ca ttl must be longer than 1 minute");
+    if (!(cfg.ttlMs > 60_000))
+      throw new QhxError("QHX_INVALID_CONFIG", "ca ttl must be longer than 1 minute");
   }
 
   /** Load the journal, create or activate what is missing, rotate as due, and publish the bundle. */
@@ -175,7 +171,10 @@ export class CaManager {
 
   private async create(kind: CaKind, status: "active" | "prepared"): Promise<CaRecord> {
     const now = this.clock.now();
-    const stamp = now.toISOString().replace(/[-:TZ.]/g, "").slice(0, 14);
+    const stamp = now
+      .toISOString()
+      .replace(/[-:TZ.]/g, "")
+      .slice(0, 14);
     const id = `${kind}-${stamp}-${crypto.randomBytes(4).toString("hex")}`;
     const keyId = `${kind}-ca-${id.slice(kind.length + 1)}`;
     const alg = kind === "x509" ? this.cfg.keyAlg : this.cfg.jwtKeyAlg;
@@ -249,7 +248,9 @@ export class CaManager {
   private activeOrThrow(kind: CaKind): CaRecord {
     const a = this.current(kind, "active");
     if (!a || a.notAfter <= this.nowS()) {
-      throw new QhxError("QHX_CA_UNAVAILABLE", `no active ${kind} CA`, { hint: "the CA has not been rotated in time" });
+      throw new QhxError("QHX_CA_UNAVAILABLE", `no active ${kind} CA`, {
+        hint: "the CA has not been rotated in time",
+      });
     }
     return a;
   }
@@ -277,19 +278,23 @@ export class CaManager {
     keyAlgOf(req.publicKey);
     const ca = this.activeOrThrow("x509");
     const now = this.clock.now();
+    const serial = randomSerial();
+    // X.509 times have whole seconds; an SVID never outlives its CA (issueX509Svid clamps the same way)
+    const notAfterS = Math.min(Math.floor((now.getTime() + req.ttlMs) / 1000), ca.notAfter);
+    const notAfter = new Date(notAfterS * 1000);
     const leaf = issueX509Svid({
       spiffeId: id.toString(),
       publicKey: req.publicKey,
       issuerCertDer: ca.certDer!,
       issuerKey: await this.key(ca),
       notBefore: new Date(now.getTime() - BACKDATE_MS),
-      notAfter: new Date(now.getTime() + req.ttlMs),
+      notAfter,
+      serial,
       ...(req.dnsNames?.length ? { dnsNames: req.dnsNames } : {}),
       ...(req.extraExtensions?.length ? { extraExtensions: req.extraExtensions } : {}),
     });
-    const parsed = parseCertificate(leaf);
     const chain = this.cfg.upstream ? [leaf, ca.certDer!, ...ca.upstreamChain.slice(1)] : [leaf];
-    return { chain, notAfter: parsed.notAfter, serial: parsed.serial };
+    return { chain, notAfter, serial: Buffer.from(serial).toString("hex") };
   }
 
   /** Mint a JWT-SVID with the active JWT key. ML-DSA algorithms only when the key is ML-DSA. */
@@ -363,7 +368,12 @@ export class CaManager {
     };
     if (!stored || storedFp !== fingerprint) {
       const document = bundleToSpiffeJson(bundle);
-      await this.ds.putBundle({ trustDomain: this.cfg.trustDomain, document, sequence, updatedAt: this.nowS() });
+      await this.ds.putBundle({
+        trustDomain: this.cfg.trustDomain,
+        document,
+        sequence,
+        updatedAt: this.nowS(),
+      });
       this.onEvent("bundle_published", { sequence } as unknown as CaRecord);
     }
     this.bundle = bundle;

@@ -11,27 +11,30 @@ import { parseDuration } from "../core/clock.ts";
 import { QhxError, ValidationError } from "../core/errors.ts";
 import { checkSpiffeId, parseTrustDomain } from "../core/spiffeid.ts";
 
-const duration = z
-  .union([z.string(), z.number()])
-  .transform((v, ctx) => {
-    try {
-      return parseDuration(v);
-    } catch (e) {
-      ctx.addIssue({ code: "custom", message: (e as Error).message });
-      return z.NEVER;
-    }
-  });
+const duration = z.union([z.string(), z.number()]).transform((v, ctx) => {
+  try {
+    return parseDuration(v);
+  } catch (e) {
+    ctx.addIssue({ code: "custom", message: (e as Error).message });
+    return z.NEVER;
+  }
+});
 
 const trustDomain = z.string().transform((v, ctx) => {
   const code = checkSpiffeId(v.startsWith("spiffe://") ? v : `spiffe://${v}`);
   if (code !== "OK" || v.replace(/^spiffe:\/\//, "").includes("/")) {
-    ctx.addIssue({ code: "custom", message: `invalid trust domain "${v}" (${code === "OK" ? "has a path" : code})` });
+    ctx.addIssue({
+      code: "custom",
+      message: `invalid trust domain "${v}" (${code === "OK" ? "has a path" : code})`,
+    });
     return z.NEVER;
   }
   return parseTrustDomain(v);
 });
 
-const listenAddr = z.string().regex(/^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, "expected HOST:PORT, e.g. 127.0.0.1:8081");
+const listenAddr = z
+  .string()
+  .regex(/^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, "expected HOST:PORT, e.g. 127.0.0.1:8081");
 
 export const serverConfigSchema = z
   .object({
@@ -65,7 +68,9 @@ export const serverConfigSchema = z
       .default({ key_type: "ec-p256", ttl: parseDuration("7d"), subject: {} }),
     jwt: z
       .object({
-        key_type: z.enum(["ec-p256", "ec-p384", "rsa-2048", "ml-dsa-44", "ml-dsa-65", "ml-dsa-87"]).default("ec-p256"),
+        key_type: z
+          .enum(["ec-p256", "ec-p384", "rsa-2048", "ml-dsa-44", "ml-dsa-65", "ml-dsa-87"])
+          .default("ec-p256"),
       })
       .strict()
       .default({ key_type: "ec-p256" }),
@@ -103,7 +108,8 @@ export interface ServerConfig {
 function describeIssues(err: z.ZodError, source: string): QhxError {
   const parts = err.issues.map((i) => {
     const where = i.path.join(".") || "(top level)";
-    if (i.code === "unrecognized_keys") return `${where === "(top level)" ? "" : `${where}: `}unknown key(s) ${i.keys.join(", ")}`;
+    if (i.code === "unrecognized_keys")
+      return `${where === "(top level)" ? "" : `${where}: `}unknown key(s) ${i.keys.join(", ")}`;
     return `${where}: ${i.message}`;
   });
   return new QhxError("QHX_INVALID_CONFIG", `${source}: ${parts.join("; ")}`, {
@@ -154,7 +160,8 @@ export function splitHostPort(s: string): [string, number] {
   const i = s.lastIndexOf(":");
   const host = s.slice(0, i).replace(/^\[|\]$/g, "");
   const port = Number(s.slice(i + 1));
-  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new ValidationError(`invalid port in ${s}`, "listen");
+  if (!Number.isInteger(port) || port < 0 || port > 65535)
+    throw new ValidationError(`invalid port in ${s}`, "listen");
   return [host, port];
 }
 
@@ -164,7 +171,10 @@ export function readConfigFile(file: string): Record<string, unknown> {
   try {
     text = fs.readFileSync(file, "utf8");
   } catch (e) {
-    throw new QhxError("QHX_INVALID_CONFIG", `cannot read config file ${file}: ${(e as NodeJS.ErrnoException).code}`);
+    throw new QhxError(
+      "QHX_INVALID_CONFIG",
+      `cannot read config file ${file}: ${(e as NodeJS.ErrnoException).code}`,
+    );
   }
   let doc: unknown;
   try {
@@ -180,7 +190,10 @@ export function readConfigFile(file: string): Record<string, unknown> {
 }
 
 /** Flags in snake_case config form, already set only where the user gave them. */
-export function mergeConfig(file: Record<string, unknown>, flags: Record<string, unknown>): Record<string, unknown> {
+export function mergeConfig(
+  file: Record<string, unknown>,
+  flags: Record<string, unknown>,
+): Record<string, unknown> {
   const out: Record<string, unknown> = { ...file };
   for (const [k, v] of Object.entries(flags)) {
     if (v === undefined) continue;

@@ -128,7 +128,9 @@ export class ServerCore {
                 ca_upstream: {
                   cert_file: path.resolve(cfg.ca.upstream.certFile),
                   key_file: path.resolve(cfg.ca.upstream.keyFile),
-                  ...(cfg.ca.upstream.bundleFile ? { bundle_file: path.resolve(cfg.ca.upstream.bundleFile) } : {}),
+                  ...(cfg.ca.upstream.bundleFile
+                    ? { bundle_file: path.resolve(cfg.ca.upstream.bundleFile) }
+                    : {}),
                 },
               }
             : {}),
@@ -146,7 +148,9 @@ export class ServerCore {
     const ds = await openDatastore({ kind: "sqlite", path: path.join(cfg.dataDir, "datastore.sqlite3") });
     try {
       const km = openKeyManager(
-        cfg.keyManager === "disk" ? { kind: "disk", dir: path.join(cfg.dataDir, "keys") } : { kind: "memory" },
+        cfg.keyManager === "disk"
+          ? { kind: "disk", dir: path.join(cfg.dataDir, "keys") }
+          : { kind: "memory" },
       );
       const caCfg: CaConfig = {
         trustDomain: cfg.trustDomain,
@@ -201,7 +205,10 @@ export class ServerCore {
       ...(req.dnsNames ? { dnsNames: req.dnsNames } : {}),
     });
     this.metrics.svidsIssued.inc({ type: "x509", alg: keyAlgOf(req.publicKey) });
-    this.log.info({ spiffeId: req.spiffeId, serial: r.serial, notAfter: r.notAfter.toISOString() }, "X509-SVID issued");
+    this.log.info(
+      { spiffeId: req.spiffeId, serial: r.serial, notAfter: r.notAfter.toISOString() },
+      "X509-SVID issued",
+    );
     return r;
   }
 
@@ -228,13 +235,18 @@ function loadUpstream(u: { certFile: string; keyFile: string; bundleFile?: strin
   } catch (e) {
     throw new QhxError("QHX_INVALID_CONFIG", `ca.upstream.cert_file ${u.certFile}: ${(e as Error).message}`);
   }
-  if (certs.length === 0) throw new QhxError("QHX_INVALID_CONFIG", `ca.upstream.cert_file ${u.certFile}: no certificate`);
+  if (certs.length === 0)
+    throw new QhxError("QHX_INVALID_CONFIG", `ca.upstream.cert_file ${u.certFile}: no certificate`);
   const privateKey = readPrivateKeyFile(u.keyFile, "upstream CA key");
   const first = new X509Certificate(certs[0]!);
   if (!first.checkPrivateKey(privateKey)) {
-    throw new QhxError("QHX_INVALID_CONFIG", "ca.upstream.key_file does not match the first certificate of cert_file");
+    throw new QhxError(
+      "QHX_INVALID_CONFIG",
+      "ca.upstream.key_file does not match the first certificate of cert_file",
+    );
   }
-  if (!first.ca) throw new QhxError("QHX_INVALID_CONFIG", "ca.upstream.cert_file: the certificate is not a CA (cA=false)");
+  if (!first.ca)
+    throw new QhxError("QHX_INVALID_CONFIG", "ca.upstream.cert_file: the certificate is not a CA (cA=false)");
   const isSelfSigned = (d: Uint8Array) => {
     const c = new X509Certificate(d);
     return c.checkIssued(c) && c.verify(c.publicKey);
@@ -243,11 +255,15 @@ function loadUpstream(u: { certFile: string; keyFile: string; bundleFile?: strin
   let chain = certs;
   if (u.bundleFile) {
     roots = fromPem(fs.readFileSync(u.bundleFile, "utf8"));
-    if (roots.length === 0) throw new QhxError("QHX_INVALID_CONFIG", `ca.upstream.bundle_file ${u.bundleFile}: no certificate`);
+    if (roots.length === 0)
+      throw new QhxError("QHX_INVALID_CONFIG", `ca.upstream.bundle_file ${u.bundleFile}: no certificate`);
   } else {
     const last = certs[certs.length - 1]!;
     if (!isSelfSigned(last)) {
-      throw new QhxError("QHX_INVALID_CONFIG", "ca.upstream: cert_file does not end in a root; give bundle_file");
+      throw new QhxError(
+        "QHX_INVALID_CONFIG",
+        "ca.upstream: cert_file does not end in a root; give bundle_file",
+      );
     }
     roots = [last];
   }

@@ -10,7 +10,10 @@ export function createLogger(level: string, name: string, destination?: NodeJS.W
       level,
       base: { pid: process.pid },
       timestamp: pino.stdTimeFunctions.isoTime,
-      redact: { paths: ["token", "*.token", "privateKey", "*.privateKey", "key", "*.key"], censor: "[redacted]" },
+      redact: {
+        paths: ["token", "*.token", "privateKey", "*.privateKey", "key", "*.key"],
+        censor: "[redacted]",
+      },
     },
     destination ?? pino.destination({ fd: 1, sync: true }),
   );

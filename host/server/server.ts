@@ -7,9 +7,9 @@
  */
 import fs from "node:fs";
 import http from "node:http";
+import type { AddressInfo } from "node:net";
 import net from "node:net";
 import path from "node:path";
-import type { AddressInfo } from "node:net";
 import { bundleToSpiffeJson } from "../core/bundle.ts";
 import type { Clock } from "../core/clock.ts";
 import { QhxError, ValidationError } from "../core/errors.ts";
@@ -83,7 +83,10 @@ function listen(server: http.Server, target: { port: number; host: string } | st
   return new Promise((resolve, reject) => {
     const onError = (e: NodeJS.ErrnoException) => {
       reject(
-        new QhxError("QHX_LISTEN_FAILED", `cannot listen on ${typeof target === "string" ? target : `${target.host}:${target.port}`}: ${e.code ?? e.message}`),
+        new QhxError(
+          "QHX_LISTEN_FAILED",
+          `cannot listen on ${typeof target === "string" ? target : `${target.host}:${target.port}`}: ${e.code ?? e.message}`,
+        ),
       );
     };
     server.once("error", onError);
@@ -96,7 +99,10 @@ function listen(server: http.Server, target: { port: number; host: string } | st
   });
 }
 
-export async function startServer(cfg: ServerConfig, opts: { clock: Clock; logger: Logger }): Promise<RunningServer> {
+export async function startServer(
+  cfg: ServerConfig,
+  opts: { clock: Clock; logger: Logger },
+): Promise<RunningServer> {
   const log = opts.logger;
   const metrics = new ServerMetrics(true);
   const core = await ServerCore.open(cfg, { clock: opts.clock, logger: log, metrics, create: true });
@@ -110,7 +116,12 @@ export async function startServer(cfg: ServerConfig, opts: { clock: Clock; logge
       let status = 500;
       try {
         const body = await readBody(req);
-        const areq: AdminRequest = { method: req.method ?? "GET", path: url.pathname, query: url.searchParams, body };
+        const areq: AdminRequest = {
+          method: req.method ?? "GET",
+          path: url.pathname,
+          query: url.searchParams,
+          body,
+        };
         const r = await handleAdmin(core, areq);
         status = r.status;
         send(res, r.status, r.body);
@@ -131,7 +142,8 @@ export async function startServer(cfg: ServerConfig, opts: { clock: Clock; logge
 
   const pub = http.createServer((req, res) => {
     const url = new URL(req.url ?? "/", "http://server");
-    if (req.method !== "GET") return send(res, 405, errorBody(new QhxError("QHX_METHOD_NOT_ALLOWED", req.method ?? "")));
+    if (req.method !== "GET")
+      return send(res, 405, errorBody(new QhxError("QHX_METHOD_NOT_ALLOWED", req.method ?? "")));
     switch (url.pathname) {
       case "/healthz":
         return send(res, 200, { status: "ok" });

@@ -14,7 +14,10 @@ export interface RunResult {
 }
 
 /** Run `qhx …` from source in a real child process and wait for it. */
-export function qhx(args: string[], opts: { input?: string; env?: NodeJS.ProcessEnv; cwd?: string } = {}): RunResult {
+export function qhx(
+  args: string[],
+  opts: { input?: string; env?: NodeJS.ProcessEnv; cwd?: string } = {},
+): RunResult {
   const r = spawnSync(process.execPath, [...NODE_ARGS, CLI, ...args], {
     encoding: "utf8",
     input: opts.input,
@@ -27,7 +30,10 @@ export function qhx(args: string[], opts: { input?: string; env?: NodeJS.Process
 
 /** Start `qhx …` in the background. */
 export function qhxSpawn(args: string[], opts: SpawnOptions = {}) {
-  return spawn(process.execPath, [...NODE_ARGS, CLI, ...args], { stdio: ["ignore", "pipe", "pipe"], ...opts });
+  return spawn(process.execPath, [...NODE_ARGS, CLI, ...args], {
+    stdio: ["ignore", "pipe", "pipe"],
+    ...opts,
+  });
 }
 
 export function tmpDir(prefix = "qhx-test-"): string {
@@ -38,7 +44,17 @@ export function tmpDir(prefix = "qhx-test-"): string {
 export async function startServerProcess(extra: string[] = [], td = "example.org") {
   const dir = tmpDir();
   const dataDir = path.join(dir, "data");
-  const child = qhxSpawn(["server", "start", "--trust-domain", td, "--data-dir", dataDir, "--listen", "127.0.0.1:0", ...extra]);
+  const child = qhxSpawn([
+    "server",
+    "start",
+    "--trust-domain",
+    td,
+    "--data-dir",
+    dataDir,
+    "--listen",
+    "127.0.0.1:0",
+    ...extra,
+  ]);
   const logs: Record<string, unknown>[] = [];
   let stderr = "";
   child.stderr!.on("data", (c: Buffer) => {

@@ -1,7 +1,7 @@
 import crypto, { type KeyObject } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
-import { type KeyAlg, generateKeyPair } from "../../core/alg.ts";
+import { generateKeyPair, type KeyAlg } from "../../core/alg.ts";
 import { NotFoundError, QhxError } from "../../core/errors.ts";
 import { checkId } from "./memory.ts";
 import type { KeyManager } from "./types.ts";
@@ -105,7 +105,10 @@ export function readPrivateKeyFile(file: string, what = "private key"): KeyObjec
 
 export function writeFileAtomic(file: string, data: string | Uint8Array, mode = 0o644): void {
   const dir = path.dirname(file);
-  const tmp = path.join(dir, `.${path.basename(file)}.${process.pid}.${crypto.randomBytes(4).toString("hex")}.tmp`);
+  const tmp = path.join(
+    dir,
+    `.${path.basename(file)}.${process.pid}.${crypto.randomBytes(4).toString("hex")}.tmp`,
+  );
   const fd = fs.openSync(tmp, "wx", mode);
   try {
     fs.writeSync(fd, typeof data === "string" ? Buffer.from(data) : data);

@@ -1,5 +1,5 @@
 import crypto, { type KeyObject } from "node:crypto";
-import { type KeyAlg, generateKeyPair } from "../../core/alg.ts";
+import { generateKeyPair, type KeyAlg } from "../../core/alg.ts";
 import { NotFoundError, ValidationError } from "../../core/errors.ts";
 import { KEY_ID_RE, type KeyManager } from "./types.ts";
 

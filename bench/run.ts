@@ -1,0 +1,21 @@
+/**
+ * `npm run bench -- <name…>`: run benchmarks. Each prints QHx beside its reference measured in the same
+ * run, and the ratio. With no name, lists them.
+ */
+const benches: Record<string, () => Promise<unknown>> = {
+  issue: () => import("./issue.ts").then((m) => m.run()),
+};
+
+const names = process.argv.slice(2);
+if (names.length === 0) {
+  process.stdout.write(`usage: npm run bench -- <${Object.keys(benches).join("|")}>\n`);
+  process.exit(2);
+}
+for (const n of names) {
+  const b = benches[n];
+  if (!b) {
+    process.stderr.write(`unknown benchmark "${n}"; known: ${Object.keys(benches).join(", ")}\n`);
+    process.exit(2);
+  }
+  await b();
+}
