@@ -65,7 +65,7 @@ describe("CA manager", () => {
   it("prepares the next CA at ½ life, activates it at ⅙ remaining, keeps the old one until it expires", async () => {
     const { ca, clock } = await setup();
     const first = ca.records().find((r) => r.kind === "x509")!;
-    const oldSvid = await svid(ca, "ec-p256", 20 * HOUR);
+    const oldSvid = await svid(ca, "ec-p256", 23 * HOUR);
 
     clock.advance(11 * HOUR); // before ½
     expect(await ca.rotate()).toBe(false);

@@ -312,7 +312,7 @@ export function encodeName(fields: SubjectFields = {}): Uint8Array {
     [OID.commonName, fields.commonName],
   ] as const) {
     if (v === undefined) continue;
-    if (v.length === 0 || v.length > 64) throw invalid(`DN attribute ${oid} must be 1..64 characters`);
+    if (v.length === 0 || v.length > 1024) throw invalid(`DN attribute ${oid} must be 1..1024 characters`);
     rdns.push(attribute(oid, new AttributeValue({ utf8String: v })));
   }
   if (fields.serialNumber !== undefined) {
@@ -464,18 +464,18 @@ export const CERT_SIGNING_ALGS: readonly KeyAlg[] = SVID_KEY_ALGS;
 // Raw, template-level issuance
 // ------------------------------------------------------------------------------------------------
 
-function assemble(
-  tbs: TBSCertificate,
+/** Sign TBSCertificate bytes and wrap them in an asn1-x509 Certificate. */
+function signTbs(
+  tbsDer: Uint8Array,
   signingKey: KeyObject,
   alg: KeyAlg,
   outerSigAlg: PreEncoded,
 ): Uint8Array {
-  const tbsDer = u8(AsnConvert.serialize(tbs));
   const signature = signData(signingKey, tbsDer, alg);
-  const cert = new Certificate({
+  const cert = Object.assign(Object.create(Certificate.prototype) as Certificate, {
     tbsCertificate: spliced<TBSCertificate>(new PreEncoded(tbsDer)),
     signatureAlgorithm: spliced<AlgorithmIdentifier>(outerSigAlg),
-    signatureValue: u8(signature).slice().buffer,
+    signatureValue: ab(signature),
   });
   return u8(AsnConvert.serialize(cert));
 }
@@ -499,7 +499,7 @@ export function issueCertificateRaw(t: CertificateTemplate): Uint8Array {
     subjectPublicKeyInfo: spliced<TBSCertificate["subjectPublicKeyInfo"]>(new PreEncoded(spkiDer)),
     extensions: t.extensions.length ? new Extensions(t.extensions.map(toAsnExtension)) : undefined,
   });
-  return assemble(tbs, t.signingKey, alg, signatureAlgorithmId(outerOid));
+  return signTbs(u8(AsnConvert.serialize(tbs)), t.signingKey, alg, signatureAlgorithmId(outerOid));
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -550,7 +550,7 @@ export function issueCaCertificate(o: IssueCaOptions): Uint8Array {
   const subject = encodeName(
     o.subject ?? {
       organization: "QHx",
-      commonName: td.length <= 64 ? td : td.slice(0, 64),
+      commonName: td,
       serialNumber: hex(serial),
     },
   );
@@ -639,12 +639,22 @@ const SPKI_ALG: Partial<Record<string, PreEncoded>> = {
   "ml-dsa-87": PreEncoded.of(new AlgorithmIdentifier({ algorithm: SIG_OID["ml-dsa-87"] })),
 };
 
+interface EncodedKey {
+  /** the SPKI, typed (asn1-x509, fast path) or as DER (OpenSSL's encoder, fallback) */
+  spki: SubjectPublicKeyInfo | Uint8Array;
+  /** raw public key (BIT STRING contents) when the fast path applies */
+  raw: Buffer | undefined;
+  alg: KeyAlg | undefined;
+  /** SHA-1 of the subjectPublicKey bits (RFC 5280 4.2.1.2 method 1) */
+  keyId: Buffer;
+}
+
 /**
  * The SubjectPublicKeyInfo of a public key plus its key identifier. OpenSSL's SPKI encoder costs
  * 30–45 µs per call; exporting the raw public key (node ≥ 24.x "raw-public") and wrapping it with
  * asn1-x509's SubjectPublicKeyInfo yields the same DER (test/x509.test.ts checks) in a fraction.
  */
-export function encodeSpki(publicKey: KeyObject): { spki: Uint8Array | SubjectPublicKeyInfo; keyId: Buffer } {
+function encodeKey(publicKey: KeyObject): EncodedKey {
   let alg: KeyAlg | undefined;
   try {
     alg = keyAlgOf(publicKey);
@@ -660,18 +670,40 @@ export function encodeSpki(publicKey: KeyObject): { spki: Uint8Array | SubjectPu
     } catch {
       raw = undefined;
     }
-    if (raw && (alg?.startsWith("ec-") ? raw[0] === 4 : true)) {
+    if (raw && raw.length === RAW_KEY_LENGTH[alg!] && (raw[0] === 4 || !alg!.startsWith("ec-"))) {
       return {
         spki: new SubjectPublicKeyInfo({
           algorithm: spliced<AlgorithmIdentifier>(algId),
           subjectPublicKey: ab(raw),
         }),
+        raw,
+        alg,
         keyId: crypto.createHash("sha1").update(raw).digest(),
       };
     }
   }
   const der = spki(publicKey);
-  return { spki: der, keyId: crypto.createHash("sha1").update(subjectPublicKeyBits(der)).digest() };
+  return {
+    spki: der,
+    raw: undefined,
+    alg,
+    keyId: crypto.createHash("sha1").update(subjectPublicKeyBits(der)).digest(),
+  };
+}
+
+const RAW_KEY_LENGTH: Partial<Record<KeyAlg, number>> = {
+  "ec-p256": 65,
+  "ec-p384": 97,
+  ed25519: 32,
+  "ml-dsa-44": 1312,
+  "ml-dsa-65": 1952,
+  "ml-dsa-87": 2592,
+};
+
+/** DER SubjectPublicKeyInfo of a key, encoded with asn1-x509 where QHx knows the key type. */
+export function encodeSpki(publicKey: KeyObject): Uint8Array {
+  const k = encodeKey(publicHalf(publicKey));
+  return k.spki instanceof Uint8Array ? k.spki : u8(AsnConvert.serialize(k.spki));
 }
 
 /** What issuing under one (issuer certificate, issuer key) pair needs, computed once. */
@@ -747,33 +779,160 @@ function validityDer(notBeforeMs: number, notAfterMs: number): PreEncoded {
   return der;
 }
 
+/** A bounded memo: cleared wholesale when full (entries are cheap to rebuild). */
+class Memo<V> {
+  readonly #map = new Map<string, V>();
+  readonly #max: number;
+  constructor(max: number) {
+    this.#max = max;
+  }
+  get(key: string, make: () => V): V {
+    let v = this.#map.get(key);
+    if (v === undefined) {
+      v = make();
+      if (this.#map.size >= this.#max) this.#map.clear();
+      this.#map.set(key, v);
+    }
+    return v;
+  }
+}
+
 /** SAN extensions by (SPIFFE ID, DNS names, critical): SVIDs for one workload are reissued all day. */
-const SAN_CACHE = new Map<string, PreEncoded>();
-const SAN_CACHE_MAX = 4096;
+const SAN_CACHE = new Memo<PreEncoded>(4096);
 
 function sanExtension(uri: string, dnsNames: readonly string[] | undefined, critical: boolean): PreEncoded {
   const key = `${critical ? "!" : ""}${uri} ${dnsNames ? dnsNames.join(" ") : ""}`;
-  let p = SAN_CACHE.get(key);
-  if (p) return p;
-  const names = [new GeneralName({ uniformResourceIdentifier: uri })];
-  for (const d of dnsNames ?? []) {
-    checkDnsName(d);
-    names.push(new GeneralName({ dNSName: d }));
+  return SAN_CACHE.get(key, () => {
+    const names = [new GeneralName({ uniformResourceIdentifier: uri })];
+    for (const d of dnsNames ?? []) {
+      checkDnsName(d);
+      names.push(new GeneralName({ dNSName: d }));
+    }
+    const ext = new OidSplicedExtension();
+    ext.extnID = SAN_OID_DER;
+    ext.critical = critical;
+    ext.extnValue = new OctetString(AsnConvert.serialize(new SubjectAlternativeName(names)));
+    return PreEncoded.of(ext);
+  });
+}
+
+interface SvidParts {
+  serial: Uint8Array;
+  validity: PreEncoded;
+  subject: PreEncoded;
+  spki: SubjectPublicKeyInfo | Uint8Array;
+  keyId: Uint8Array;
+  san: PreEncoded;
+  rsa: boolean;
+  extra: X509Extension[] | undefined;
+}
+
+/** The SVID TBSCertificate, serialized by asn1-x509 with the cached parts spliced in. */
+function buildSvidTbs(ctx: IssuerContext, p: SvidParts): Uint8Array {
+  const ski = new OidSplicedExtension();
+  ski.extnID = SKI_OID_DER;
+  ski.extnValue = new OctetString(AsnConvert.serialize(new SubjectKeyIdentifier(ab(p.keyId))));
+  const exts: (Extension | OidSplicedExtension)[] = [
+    spliced<Extension>(LEAF.basicConstraints),
+    spliced<Extension>(p.rsa ? LEAF.keyUsageRsa : LEAF.keyUsage),
+    spliced<Extension>(LEAF.extKeyUsage),
+    ski,
+    spliced<Extension>(ctx.aki),
+    spliced<Extension>(p.san),
+  ];
+  if (p.extra) {
+    const seen = new Set(SVID_BUILTIN_EXTS);
+    for (const e of p.extra) {
+      if (seen.has(e.oid)) throw invalid(`duplicate extension ${e.oid}`);
+      seen.add(e.oid);
+      exts.push(toAsnExtension(e));
+    }
   }
-  const ext = new OidSplicedExtension();
-  ext.extnID = SAN_OID_DER;
-  ext.critical = critical;
-  ext.extnValue = new OctetString(AsnConvert.serialize(new SubjectAlternativeName(names)));
-  p = PreEncoded.of(ext);
-  if (SAN_CACHE.size >= SAN_CACHE_MAX) SAN_CACHE.clear();
-  SAN_CACHE.set(key, p);
-  return p;
+  const tbs = Object.assign(Object.create(TBSCertificate.prototype) as TBSCertificate, {
+    version: 2,
+    serialNumber: ab(p.serial),
+    signature: spliced<AlgorithmIdentifier>(ctx.sigAlg),
+    issuer: spliced<Name>(ctx.issuerName),
+    validity: spliced<Validity>(p.validity),
+    subject: spliced<Name>(p.subject),
+    subjectPublicKeyInfo:
+      p.spki instanceof Uint8Array ? spliced<SubjectPublicKeyInfo>(new PreEncoded(p.spki)) : p.spki,
+    extensions: new Extensions(exts as Extension[]),
+  });
+  return u8(AsnConvert.serialize(tbs));
+}
+
+/**
+ * A serialized SVID TBSCertificate with fixed-length holes: the serial's 16 content octets, the
+ * Validity, the raw public key and the 20-octet key identifier. asn1-x509 builds it once (with random
+ * placeholders, located afterwards) per issuer × SAN × subject × leaf key type × time encodings;
+ * issuing then copies it and overwrites the holes with values of exactly the same length, so every
+ * TLV header stays valid. test/x509.test.ts checks the result against a full buildSvidTbs.
+ */
+interface TbsTemplate {
+  der: Uint8Array;
+  serialAt: number;
+  validityAt: number;
+  validityLength: number;
+  keyAt: number;
+  keyLength: number;
+  keyIdAt: number;
+}
+
+const TEMPLATES = new WeakMap<IssuerContext, Memo<TbsTemplate | null>>();
+
+function uniqueIndex(hay: Buffer, needle: Uint8Array): number {
+  const i = hay.indexOf(needle);
+  return i >= 0 && hay.indexOf(needle, i + 1) < 0 ? i : -1;
+}
+
+function makeTemplate(
+  ctx: IssuerContext,
+  key: EncodedKey,
+  validity: PreEncoded,
+  subject: PreEncoded,
+  san: PreEncoded,
+) {
+  const serial = randomSerial();
+  const raw = crypto.randomBytes(key.raw!.length);
+  if (key.alg!.startsWith("ec-")) raw[0] = 4;
+  const keyId = crypto.randomBytes(20);
+  const der = buildSvidTbs(ctx, {
+    serial,
+    validity,
+    subject,
+    spki: new SubjectPublicKeyInfo({
+      algorithm: spliced<AlgorithmIdentifier>(SPKI_ALG[key.alg!]!),
+      subjectPublicKey: ab(raw),
+    }),
+    keyId,
+    san,
+    rsa: false,
+    extra: undefined,
+  });
+  const buf = Buffer.from(der.buffer, der.byteOffset, der.byteLength);
+  const t: TbsTemplate = {
+    der,
+    serialAt: uniqueIndex(buf, serial),
+    validityAt: uniqueIndex(buf, validity.der),
+    validityLength: validity.der.length,
+    keyAt: uniqueIndex(buf, raw.subarray(1)) - 1,
+    keyLength: raw.length,
+    keyIdAt: uniqueIndex(buf, keyId),
+  };
+  return t.serialAt < 0 || t.validityAt < 0 || t.keyAt < 0 || t.keyIdAt < 0 ? null : t;
+}
+
+function timeKind(ms: number): string {
+  const y = new Date(ms).getUTCFullYear();
+  return y >= 1950 && y <= 2049 ? "u" : "g";
 }
 
 /**
  * Issue an X509-SVID: exactly one URI SAN (the SPIFFE ID, which must have a path) plus optional DNS
  * SANs; basicConstraints cA=false and keyUsage digitalSignature (RSA keys also keyEncipherment), both
  * critical; extKeyUsage serverAuth+clientAuth; SKI; AKI; a random 16-byte serial unless one is given.
+ * Without `subject` the subject is empty and the SAN extension critical (RFC 5280 4.2.1.6).
  *
  * Validity: notAfter is CLAMPED to the issuer's notAfter, so an SVID never outlives the certificate
  * that signs it; if that leaves an empty window (the issuer has expired by notBefore) the call throws
@@ -796,42 +955,89 @@ export function issueX509Svid(o: IssueSvidOptions): Uint8Array {
       "QHX_X509_INVALID_VALIDITY",
     );
   }
-  const { spki: spkiValue, keyId } = encodeSpki(leafKey);
+  const key = encodeKey(leafKey);
+  const validity = validityDer(notBeforeMs, notAfterMs);
+  const uri = id.toString();
+  const subjectKey = o.subject
+    ? JSON.stringify([
+        o.subject.country,
+        o.subject.organization,
+        o.subject.commonName,
+        o.subject.serialNumber,
+      ])
+    : "";
+  const subject = o.subject
+    ? SUBJECT_CACHE.get(subjectKey, () => new PreEncoded(encodeName(o.subject)))
+    : LEAF.emptyName;
+  const san = sanExtension(uri, o.dnsNames, o.subject === undefined);
 
-  const ski = new OidSplicedExtension();
-  ski.extnID = SKI_OID_DER;
-  ski.extnValue = new OctetString(
-    AsnConvert.serialize(new SubjectKeyIdentifier(keyId.buffer as ArrayBuffer)),
-  );
-
-  const exts: (Extension | OidSplicedExtension)[] = [
-    spliced<Extension>(LEAF.basicConstraints),
-    spliced<Extension>(leafKey.asymmetricKeyType === "rsa" ? LEAF.keyUsageRsa : LEAF.keyUsage),
-    spliced<Extension>(LEAF.extKeyUsage),
-    ski,
-    spliced<Extension>(ctx.aki),
-    spliced<Extension>(sanExtension(id.toString(), o.dnsNames, o.subject === undefined)),
-  ];
-  if (o.extraExtensions) {
-    const seen = new Set(SVID_BUILTIN_EXTS);
-    for (const e of o.extraExtensions) {
-      if (seen.has(e.oid)) throw invalid(`duplicate extension ${e.oid}`);
-      seen.add(e.oid);
-      exts.push(toAsnExtension(e));
+  const serial = o.serial ? normalizeSerial(o.serial) : randomSerial();
+  let tbs: Uint8Array | undefined;
+  if (key.raw && !o.extraExtensions && serial.length === 16) {
+    let memo = TEMPLATES.get(ctx);
+    if (!memo) {
+      memo = new Memo(1024);
+      TEMPLATES.set(ctx, memo);
+    }
+    const tkey = `${key.alg}|${timeKind(notBeforeMs)}${timeKind(notAfterMs)}|${subjectKey}|${uri} ${o.dnsNames?.join(" ") ?? ""}`;
+    const t = memo.get(tkey, () => makeTemplate(ctx, key, validity, subject, san));
+    if (t && t.validityLength === validity.der.length) {
+      tbs = t.der.slice();
+      tbs.set(serial, t.serialAt);
+      tbs.set(validity.der, t.validityAt);
+      tbs.set(key.raw, t.keyAt);
+      tbs.set(key.keyId, t.keyIdAt);
     }
   }
-  const tbs = Object.assign(Object.create(TBSCertificate.prototype) as TBSCertificate, {
-    version: 2,
-    serialNumber: ab(o.serial ? normalizeSerial(o.serial) : randomSerial()),
-    signature: spliced<AlgorithmIdentifier>(ctx.sigAlg),
-    issuer: spliced<Name>(ctx.issuerName),
-    validity: spliced<Validity>(validityDer(notBeforeMs, notAfterMs)),
-    subject: o.subject ? spliced<Name>(new PreEncoded(encodeName(o.subject))) : spliced<Name>(LEAF.emptyName),
-    subjectPublicKeyInfo:
-      spkiValue instanceof Uint8Array ? spliced<SubjectPublicKeyInfo>(new PreEncoded(spkiValue)) : spkiValue,
-    extensions: new Extensions(exts as Extension[]),
+  tbs ??= buildSvidTbs(ctx, {
+    serial,
+    validity,
+    subject,
+    spki: key.spki,
+    keyId: key.keyId,
+    san,
+    rsa: leafKey.asymmetricKeyType === "rsa",
+    extra: o.extraExtensions,
   });
-  return assemble(tbs, o.issuerKey, ctx.alg, ctx.sigAlg);
+  return signTbs(tbs, o.issuerKey, ctx.alg, ctx.sigAlg);
+}
+
+const SUBJECT_CACHE = new Memo<PreEncoded>(256);
+
+/** Test hook: the TBSCertificate issueX509Svid's template path and its typed path produce. */
+export function _svidTbsBothWays(o: IssueSvidOptions & { serial: Uint8Array }): {
+  template: Uint8Array | undefined;
+  typed: Uint8Array;
+} {
+  const id = typeof o.spiffeId === "string" ? SpiffeId.parse(o.spiffeId) : o.spiffeId;
+  const ctx = issuerContext(o.issuerCertDer, o.issuerKey);
+  const key = encodeKey(publicHalf(o.publicKey));
+  const nb = toSecond(o.notBefore);
+  const na = Math.min(toSecond(o.notAfter), ctx.notAfterMs);
+  const validity = validityDer(nb, na);
+  const subject = o.subject ? new PreEncoded(encodeName(o.subject)) : LEAF.emptyName;
+  const san = sanExtension(id.toString(), o.dnsNames, o.subject === undefined);
+  const serial = normalizeSerial(o.serial);
+  const typed = buildSvidTbs(ctx, {
+    serial,
+    validity,
+    subject,
+    spki: key.spki,
+    keyId: key.keyId,
+    san,
+    rsa: false,
+    extra: undefined,
+  });
+  let template: Uint8Array | undefined;
+  const t = key.raw && serial.length === 16 ? makeTemplate(ctx, key, validity, subject, san) : null;
+  if (t && key.raw) {
+    template = t.der.slice();
+    template.set(serial, t.serialAt);
+    template.set(validity.der, t.validityAt);
+    template.set(key.raw, t.keyAt);
+    template.set(key.keyId, t.keyIdAt);
+  }
+  return { template, typed };
 }
 
 // ------------------------------------------------------------------------------------------------

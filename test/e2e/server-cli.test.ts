@@ -320,7 +320,9 @@ describe("qhx server + CLI over the admin socket", () => {
     expect(r.stderr).toMatch(/QHX_ADDRESS_IN_USE/);
   });
 
-  it("logs JSON and never logs key material or tokens", () => {
+  it("logs JSON and never logs key material or tokens", async () => {
+    // the CLI runs via spawnSync, which blocks this process: let the server's stdout drain first
+    await new Promise((r) => setTimeout(r, 200));
     expect(srv.logs.length).toBeGreaterThan(3);
     const all = JSON.stringify(srv.logs);
     expect(all).not.toMatch(/PRIVATE KEY/);
