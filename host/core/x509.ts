@@ -3,11 +3,17 @@
  * X509-SVIDs, and parsing certificates back into the fields path validation needs.
  *
  * Structures are built and parsed with @peculiar/asn1-x509 / asn1-schema; signatures come from
- * node:crypto through ./alg.ts. The issuing hot path (issueX509Svid) keeps using asn1-schema's
- * serializer but splices in DER fragments the same serializer produced earlier (the issuer's Name,
- * AuthorityKeyIdentifier and AlgorithmIdentifier, the constant leaf extensions), so that per
- * certificate only the serial, validity, subject key and SANs are serialized.
- * test/x509.test.ts checks that this fast path is byte-identical to a fully typed build.
+ * node:crypto through ./alg.ts (ECDSA P-256/P-384, Ed25519, ML-DSA-44/65/87 per RFC 9881: pure,
+ * empty context, AlgorithmIdentifier parameters absent). The only hand-written DER code is readTlv,
+ * a TLV header reader used to slice bytes out of existing encodings.
+ *
+ * Issuing speed (bench/x509-issue.ts): asn1js costs microseconds per encoded node, so issueX509Svid
+ * encodes per certificate as little as possible. Constant parts (leaf extensions, per-issuer Name,
+ * AKI and AlgorithmIdentifier, per-second Validity, per-ID SAN) are serialized once by asn1-x509 and
+ * spliced into later serializations (PreEncoded), and the whole TBSCertificate for one issuer × SAN ×
+ * key type is kept as an asn1-x509-built template whose fixed-length fields (serial, validity, public
+ * key, key identifier) are overwritten per certificate (TbsTemplate). test/x509.test.ts checks both
+ * against a fully typed build, byte for byte.
  */
 import crypto, { type KeyObject } from "node:crypto";
 import {
@@ -923,6 +929,18 @@ function makeTemplate(
   return t.serialAt < 0 || t.validityAt < 0 || t.keyAt < 0 || t.keyIdAt < 0 ? null : t;
 }
 
+/** A copy of the template with this certificate's values in its holes. */
+function fillTemplate(t: TbsTemplate, serial: Uint8Array, validity: PreEncoded, key: EncodedKey): Uint8Array {
+  const tbs = t.der.slice();
+  tbs.set(serial, t.serialAt);
+  tbs.set(validity.der, t.validityAt);
+  tbs.set(key.raw!, t.keyAt);
+  tbs.set(key.keyId, t.keyIdAt);
+  return tbs;
+}
+
+const SUBJECT_CACHE = new Memo<PreEncoded>(256);
+
 function timeKind(ms: number): string {
   const y = new Date(ms).getUTCFullYear();
   return y >= 1950 && y <= 2049 ? "u" : "g";
@@ -981,12 +999,8 @@ export function issueX509Svid(o: IssueSvidOptions): Uint8Array {
     }
     const tkey = `${key.alg}|${timeKind(notBeforeMs)}${timeKind(notAfterMs)}|${subjectKey}|${uri} ${o.dnsNames?.join(" ") ?? ""}`;
     const t = memo.get(tkey, () => makeTemplate(ctx, key, validity, subject, san));
-    if (t && t.validityLength === validity.der.length) {
-      tbs = t.der.slice();
-      tbs.set(serial, t.serialAt);
-      tbs.set(validity.der, t.validityAt);
-      tbs.set(key.raw, t.keyAt);
-      tbs.set(key.keyId, t.keyIdAt);
+    if (t && t.validityLength === validity.der.length && t.keyLength === key.raw.length) {
+      tbs = fillTemplate(t, serial, validity, key);
     }
   }
   tbs ??= buildSvidTbs(ctx, {
@@ -1001,8 +1015,6 @@ export function issueX509Svid(o: IssueSvidOptions): Uint8Array {
   });
   return signTbs(tbs, o.issuerKey, ctx.alg, ctx.sigAlg);
 }
-
-const SUBJECT_CACHE = new Memo<PreEncoded>(256);
 
 /** Test hook: the TBSCertificate issueX509Svid's template path and its typed path produce. */
 export function _svidTbsBothWays(o: IssueSvidOptions & { serial: Uint8Array }): {
@@ -1028,16 +1040,8 @@ export function _svidTbsBothWays(o: IssueSvidOptions & { serial: Uint8Array }): 
     rsa: false,
     extra: undefined,
   });
-  let template: Uint8Array | undefined;
   const t = key.raw && serial.length === 16 ? makeTemplate(ctx, key, validity, subject, san) : null;
-  if (t && key.raw) {
-    template = t.der.slice();
-    template.set(serial, t.serialAt);
-    template.set(validity.der, t.validityAt);
-    template.set(key.raw, t.keyAt);
-    template.set(key.keyId, t.keyIdAt);
-  }
-  return { template, typed };
+  return { template: t ? fillTemplate(t, serial, validity, key) : undefined, typed };
 }
 
 // ------------------------------------------------------------------------------------------------
