@@ -9,7 +9,10 @@ const built = fs.existsSync(path.join(ROOT, "dist/host/cli/main.js"));
 
 describe("qhx demo", () => {
   it.runIf(built || process.env.CI)("runs the whole job end to end and reports success", () => {
-    const r = spawnSync(process.execPath, [path.join(ROOT, "bin/qhx.js"), "demo"], { encoding: "utf8", timeout: 120_000 });
+    const r = spawnSync(process.execPath, [path.join(ROOT, "bin/qhx.js"), "demo"], {
+      encoding: "utf8",
+      timeout: 120_000,
+    });
     expect(r.stderr).toBe("");
     expect(r.status).toBe(0);
     expect(r.stdout).toMatch(/X509-SVID \(ml-dsa-65 key\) issued and verified/);
@@ -21,7 +24,9 @@ describe("qhx demo", () => {
   it.runIf(built || process.env.CI)("bin/qhx.js prints help and version", () => {
     const v = spawnSync(process.execPath, [path.join(ROOT, "bin/qhx.js"), "--version"], { encoding: "utf8" });
     expect(v.stdout.trim()).toBe("0.1.0");
-    const h = spawnSync(process.execPath, [path.join(ROOT, "bin/qhx.js"), "svid", "mint", "--help"], { encoding: "utf8" });
+    const h = spawnSync(process.execPath, [path.join(ROOT, "bin/qhx.js"), "svid", "mint", "--help"], {
+      encoding: "utf8",
+    });
     expect(h.stdout).toMatch(/--spiffe-id <id>/);
     expect(h.stdout).toMatch(/Example:/);
   });
