@@ -63,8 +63,8 @@ export function generateKeyPair(alg: KeyAlg): KeyPair {
     case "ml-dsa-44":
     case "ml-dsa-65":
     case "ml-dsa-87":
-      // biome-ignore lint/suspicious/noExplicitAny: @types/node lags OpenSSL 3.5 key types
-      return crypto.generateKeyPairSync(alg as any) as unknown as KeyPair;
+      // @types/node lags OpenSSL 3.5's key types; node:crypto takes "ml-dsa-44/65/87" at run time
+      return (crypto.generateKeyPairSync as unknown as (t: string) => KeyPair)(alg);
   }
 }
 

@@ -21,8 +21,7 @@ export interface TrustBundle {
 
 /** Where a verifier finds the bundle for a trust domain. */
 export type BundleSource =
-  | ReadonlyMap<string, TrustBundle>
-  | ((trustDomain: string) => TrustBundle | undefined);
+  ReadonlyMap<string, TrustBundle> | ((trustDomain: string) => TrustBundle | undefined);
 
 export function lookupBundle(src: BundleSource, trustDomain: string): TrustBundle | undefined {
   return typeof src === "function" ? src(trustDomain) : src.get(trustDomain);

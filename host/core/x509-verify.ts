@@ -7,6 +7,7 @@
  * certificates presented after a bundle authority are ignored. Every failure is a VerificationError
  * whose `code` names the rule (SVID_ERROR_CODES).
  */
+import crypto from "node:crypto";
 import { keyAlgForSigOid, verifyData } from "./alg.ts";
 import { type BundleSource, lookupBundle } from "./bundle-types.ts";
 import { QhxError, VerificationError } from "./errors.ts";
@@ -43,6 +44,7 @@ export interface VerifyX509SvidOptions {
   maxChainLength?: number;
 }
 
+/** The parsed certificates may be shared with other verifications: treat them as read-only. */
 export interface VerifiedX509Svid {
   spiffeId: SpiffeId;
   trustDomain: string;
@@ -77,6 +79,25 @@ function parseAuthority(der: Uint8Array): ParsedCertificate | null {
       p = null;
     }
     AUTHORITIES.set(der, p);
+  }
+  return p;
+}
+
+/**
+ * Presented certificates parsed before, by SHA-256 of their DER: the same intermediates (and, between
+ * rotations, the same leaves) arrive again and again, and asn1-x509 parsing costs far more than
+ * hashing. Entries hold a private copy of the DER, so callers reusing their buffers cannot alter them.
+ */
+const PRESENTED = new Map<string, ParsedCertificate>();
+const PRESENTED_MAX = 1024;
+
+function parsePresented(der: Uint8Array): ParsedCertificate {
+  const key = crypto.createHash("sha256").update(der).digest("base64");
+  let p = PRESENTED.get(key);
+  if (!p) {
+    p = parseCertificate(new Uint8Array(der));
+    if (PRESENTED.size >= PRESENTED_MAX) PRESENTED.clear();
+    PRESENTED.set(key, p);
   }
   return p;
 }
@@ -186,7 +207,7 @@ export function verifyX509Svid(
   }
   const certs = chain.map((der, i) => {
     try {
-      return parseCertificate(der);
+      return parsePresented(der);
     } catch (e) {
       return fail("QHX_SVID_MALFORMED", `certificate ${i} cannot be parsed: ${(e as Error).message}`);
     }

@@ -278,7 +278,7 @@ export class PreEncoded {
   static of(value: object): PreEncoded {
     return new PreEncoded(AsnConvert.serialize(value));
   }
-  // biome-ignore lint/suspicious/noExplicitAny: asn1js block type, duck-typed (see RawBlock)
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- asn1js block type, duck-typed (see RawBlock)
   toASN(): any {
     return this.#block;
   }
@@ -605,9 +605,9 @@ export function issueCaCertificate(o: IssueCaOptions): Uint8Array {
 
 /** asn1-schema converter for an ANY field holding pre-encoded DER (serialization splices it). */
 const RAW_DER = {
-  // biome-ignore lint/suspicious/noExplicitAny: asn1js block type, duck-typed (see RawBlock)
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- asn1js block type, duck-typed (see RawBlock)
   toASN: (v: ArrayBuffer): any => new RawBlock(v),
-  // biome-ignore lint/suspicious/noExplicitAny: asn1js block
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- asn1js block
   fromASN: (asn: any): ArrayBuffer => ab(u8(asn.valueBeforeDecodeView)),
 };
 
@@ -671,7 +671,7 @@ function encodeKey(publicKey: KeyObject): EncodedKey {
   if (algId) {
     let raw: Buffer | undefined;
     try {
-      // biome-ignore lint/suspicious/noExplicitAny: "raw-public" is newer than @types/node
+      // eslint-disable-next-line @typescript-eslint/no-explicit-any -- "raw-public" is newer than @types/node
       raw = (publicKey as any).export({ format: "raw-public" }) as Buffer;
     } catch {
       raw = undefined;
@@ -1056,10 +1056,13 @@ export function _svidTbsBothWays(o: IssueSvidOptions & { serial: Uint8Array }): 
 class TbsView {
   version = 0;
   serialNumber: ArrayBuffer = EMPTY_AB;
-  signature: ArrayBuffer = EMPTY_AB;
-  issuer: ArrayBuffer = EMPTY_AB;
+  signature = new AlgorithmIdentifier();
+  signatureRaw?: ArrayBufferView;
+  issuer = new Name();
+  issuerRaw?: ArrayBufferView;
   validity = new Validity();
-  subject: ArrayBuffer = EMPTY_AB;
+  subject = new Name();
+  subjectRaw?: ArrayBufferView;
   subjectPublicKeyInfo: ArrayBuffer = EMPTY_AB;
   issuerUniqueID?: ArrayBuffer;
   subjectUniqueID?: ArrayBuffer;
@@ -1070,10 +1073,10 @@ AsnProp({ type: AsnPropTypes.Integer, converter: AsnIntegerArrayBufferConverter 
   TbsView.prototype,
   "serialNumber",
 );
-AsnProp({ type: AsnPropTypes.Any })(TbsView.prototype, "signature");
-AsnProp({ type: AsnPropTypes.Any })(TbsView.prototype, "issuer");
+AsnProp({ type: AlgorithmIdentifier, raw: true })(TbsView.prototype, "signature");
+AsnProp({ type: Name, raw: true })(TbsView.prototype, "issuer");
 AsnProp({ type: Validity })(TbsView.prototype, "validity");
-AsnProp({ type: AsnPropTypes.Any })(TbsView.prototype, "subject");
+AsnProp({ type: Name, raw: true })(TbsView.prototype, "subject");
 AsnProp({ type: AsnPropTypes.Any })(TbsView.prototype, "subjectPublicKeyInfo");
 AsnProp({ type: AsnPropTypes.BitString, context: 1, implicit: true, optional: true })(
   TbsView.prototype,
@@ -1087,12 +1090,19 @@ AsnProp({ type: Extensions, context: 3, optional: true })(TbsView.prototype, "ex
 
 class CertView {
   tbsCertificate = new TbsView();
-  signatureAlgorithm: ArrayBuffer = EMPTY_AB;
+  signatureAlgorithm = new AlgorithmIdentifier();
+  signatureAlgorithmRaw?: ArrayBufferView;
   signatureValue = new BitString();
 }
 AsnProp({ type: TbsView })(CertView.prototype, "tbsCertificate");
-AsnProp({ type: AsnPropTypes.Any })(CertView.prototype, "signatureAlgorithm");
+AsnProp({ type: AlgorithmIdentifier, raw: true })(CertView.prototype, "signatureAlgorithm");
 AsnProp({ type: BitString })(CertView.prototype, "signatureValue");
+
+/** The exact DER of a field parsed with `raw: true` (a copy). */
+function rawOf(v: ArrayBufferView | undefined): Uint8Array {
+  if (!v) throw new VerificationError("QHX_X509_MALFORMED", "missing raw field");
+  return u8(v).slice();
+}
 
 export interface ParsedExtension {
   oid: string;
@@ -1116,9 +1126,9 @@ const ATTR_SHORT: Record<string, string> = {
 };
 
 /** "C=US, O=QHx, CN=example.org" in certificate order; multi-valued RDNs joined with "+". */
-export function nameToString(nameDer: Uint8Array): string {
-  const name = AsnConvert.parse(nameDer, Name);
-  return name
+export function nameToString(name: Uint8Array | Name): string {
+  const n = name instanceof Uint8Array ? AsnConvert.parse(name, Name) : name;
+  return n
     .map((rdn) => rdn.map((atv) => `${ATTR_SHORT[atv.type] ?? atv.type}=${atv.value.toString()}`).join("+"))
     .join(", ");
 }
@@ -1210,31 +1220,19 @@ export class ParsedCertificate {
         : this.serialBytes,
     );
 
-    this.signatureAlgorithmDer = u8(view.signatureAlgorithm);
-    this.tbsSignatureAlgorithmDer = u8(tbs.signature);
-    let outerAlg: AlgorithmIdentifier;
-    let innerAlg: AlgorithmIdentifier;
-    try {
-      outerAlg = AsnConvert.parse(this.signatureAlgorithmDer, AlgorithmIdentifier);
-      innerAlg = AsnConvert.parse(this.tbsSignatureAlgorithmDer, AlgorithmIdentifier);
-    } catch (e) {
-      throw malformed(`bad AlgorithmIdentifier: ${(e as Error).message}`);
-    }
-    this.signatureAlgorithm = outerAlg.algorithm;
-    this.tbsSignatureAlgorithm = innerAlg.algorithm;
-    this.signatureAlgorithmHasParams = outerAlg.parameters !== undefined;
+    this.signatureAlgorithmDer = rawOf(view.signatureAlgorithmRaw);
+    this.tbsSignatureAlgorithmDer = rawOf(tbs.signatureRaw);
+    this.signatureAlgorithm = view.signatureAlgorithm.algorithm;
+    this.tbsSignatureAlgorithm = tbs.signature.algorithm;
+    this.signatureAlgorithmHasParams = view.signatureAlgorithm.parameters !== undefined;
 
     if (view.signatureValue.unusedBits !== 0) throw malformed("signature BIT STRING has unused bits");
     this.signature = u8(view.signatureValue.value);
 
-    this.issuer = u8(tbs.issuer);
-    this.subject = u8(tbs.subject);
-    try {
-      this.issuerString = nameToString(this.issuer);
-      this.subjectString = nameToString(this.subject);
-    } catch (e) {
-      throw malformed(`bad Name: ${(e as Error).message}`);
-    }
+    this.issuer = rawOf(tbs.issuerRaw);
+    this.subject = rawOf(tbs.subjectRaw);
+    this.issuerString = nameToString(tbs.issuer);
+    this.subjectString = nameToString(tbs.subject);
     this.notBefore = tbs.validity.notBefore.getTime();
     this.notAfter = tbs.validity.notAfter.getTime();
     if (Number.isNaN(this.notBefore.getTime()) || Number.isNaN(this.notAfter.getTime())) {

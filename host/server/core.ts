@@ -252,7 +252,6 @@ function loadUpstream(u: { certFile: string; keyFile: string; bundleFile?: strin
     return c.checkIssued(c) && c.verify(c.publicKey);
   };
   let roots: Uint8Array[];
-  let chain = certs;
   if (u.bundleFile) {
     roots = fromPem(fs.readFileSync(u.bundleFile, "utf8"));
     if (roots.length === 0)
@@ -267,7 +266,7 @@ function loadUpstream(u: { certFile: string; keyFile: string; bundleFile?: strin
     }
     roots = [last];
   }
-  chain = certs.filter((c) => !roots.some((r) => Buffer.from(r).equals(Buffer.from(c))));
+  let chain = certs.filter((c) => !roots.some((r) => Buffer.from(r).equals(Buffer.from(c))));
   if (chain.length === 0) chain = [certs[0]!];
   return { chain, privateKey, roots };
 }

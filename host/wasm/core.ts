@@ -64,6 +64,8 @@ export function loadCoreWasm(): CoreWasmExports {
   let exports: CoreWasmExports;
   try {
     const module = new WA.Module(readFileSync(url));
+    // assigned once the instance exists; the abort import reads it lazily
+    // eslint-disable-next-line prefer-const
     let memory: WasmMemory | undefined;
     const imports = {
       env: {
