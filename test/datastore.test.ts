@@ -499,6 +499,7 @@ describe("nodes", () => {
     banned: false,
     createdAt: 1_800_000_000,
     updatedAt: 1_800_000_000,
+    aliases: ["spiffe://example.org/nodes/rack-1"],
   };
 
   it("upserts, gets, lists and deletes; re-attestation keeps createdAt", async () => {
@@ -684,5 +685,18 @@ describe("openDatastore", () => {
   it("rejects an unknown kind", async () => {
     const err = await rejectsWith(openDatastore({ kind: "mysql" } as never), "QHX_UNSUPPORTED");
     expect(err.message).toContain('"mysql"');
+  });
+});
+
+describe("schema v2: node aliases", () => {
+  it("a join token carries an optional alias SPIFFE ID, returned once on consumption", async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "qhx-ds-v2-"));
+    const ds = SqliteDatastore.open(path.join(dir, "ds.sqlite3"));
+    await ds.createJoinToken({ tokenHash: "a".repeat(64), expiresAt: 2e9, createdAt: 1, spiffeId: "spiffe://td/n1" });
+    await ds.createJoinToken({ tokenHash: "b".repeat(64), expiresAt: 2e9, createdAt: 1 });
+    expect(await ds.consumeJoinToken("a".repeat(64), 10)).toMatchObject({ spiffeId: "spiffe://td/n1" });
+    expect((await ds.consumeJoinToken("b".repeat(64), 10))?.spiffeId).toBeUndefined();
+    expect(ds.schemaVersion()).toBe(2);
+    await ds.close();
   });
 });

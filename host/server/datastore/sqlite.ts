@@ -32,7 +32,7 @@ import type {
 } from "./types.ts";
 
 /** The newest schema version this build knows. */
-export const SCHEMA_VERSION = 1;
+export const SCHEMA_VERSION = 2;
 /** PRAGMA application_id of a QHx datastore ("QHx1"). */
 export const QHX_APPLICATION_ID = 0x51487831;
 /** The table whose presence marks a file as a QHx datastore. */
@@ -144,6 +144,16 @@ const MIGRATIONS: readonly Migration[] = [
       const ins = db.prepare(`INSERT INTO ${MARKER_TABLE} (key, value) VALUES (?, ?)`);
       ins.run("application", "qhx");
       ins.run("created_at", String(now));
+    },
+  },
+  {
+    version: 2,
+    description: "node aliases: a join token may name the node's alias SPIFFE ID",
+    up(db) {
+      db.exec(`
+        ALTER TABLE join_tokens ADD COLUMN spiffe_id TEXT;
+        ALTER TABLE nodes ADD COLUMN aliases TEXT NOT NULL DEFAULT '[]';  -- JSON [spiffe_id, ...]
+      `);
     },
   },
 ];
@@ -502,11 +512,9 @@ export class SqliteDatastore implements Datastore {
           hint: "generate a new random token",
         });
       }
-      this.#stmt("INSERT INTO join_tokens (token_hash, expires_at, created_at) VALUES (?, ?, ?)").run(
-        rec.tokenHash,
-        rec.expiresAt,
-        rec.createdAt,
-      );
+      this.#stmt(
+        "INSERT INTO join_tokens (token_hash, expires_at, created_at, spiffe_id) VALUES (?, ?, ?, ?)",
+      ).run(rec.tokenHash, rec.expiresAt, rec.createdAt, rec.spiffeId ?? null);
     });
   }
 
@@ -514,11 +522,16 @@ export class SqliteDatastore implements Datastore {
   async consumeJoinToken(tokenHash: string, now: number): Promise<JoinTokenRecord | undefined> {
     return this.#tx(() => {
       const row = this.#stmt(
-        "DELETE FROM join_tokens WHERE token_hash = ? AND expires_at > ? RETURNING token_hash, expires_at, created_at",
+        "DELETE FROM join_tokens WHERE token_hash = ? AND expires_at > ? RETURNING token_hash, expires_at, created_at, spiffe_id",
       ).get(tokenHash, now);
-      return row === undefined
-        ? undefined
-        : { tokenHash: str(row.token_hash), expiresAt: num(row.expires_at), createdAt: num(row.created_at) };
+      if (row === undefined) return undefined;
+      const rec: JoinTokenRecord = {
+        tokenHash: str(row.token_hash),
+        expiresAt: num(row.expires_at),
+        createdAt: num(row.created_at),
+      };
+      if (typeof row.spiffe_id === "string") rec.spiffeId = row.spiffe_id;
+      return rec;
     });
   }
 
@@ -536,11 +549,12 @@ export class SqliteDatastore implements Datastore {
     this.#tx(() => {
       this.#stmt(
         `INSERT INTO nodes (spiffe_id, attestation_type, selectors, assurance, cert_serial, cert_not_after, banned,
-           created_at, updated_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+           created_at, updated_at, aliases)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
          ON CONFLICT (spiffe_id) DO UPDATE SET attestation_type = excluded.attestation_type,
            selectors = excluded.selectors, assurance = excluded.assurance, cert_serial = excluded.cert_serial,
-           cert_not_after = excluded.cert_not_after, banned = excluded.banned, updated_at = excluded.updated_at`,
+           cert_not_after = excluded.cert_not_after, banned = excluded.banned, updated_at = excluded.updated_at,
+           aliases = excluded.aliases`,
       ).run(
         node.spiffeId,
         node.attestationType,
@@ -551,6 +565,7 @@ export class SqliteDatastore implements Datastore {
         node.banned ? 1 : 0,
         node.createdAt,
         node.updatedAt,
+        JSON.stringify(node.aliases ?? []),
       );
     });
   }
@@ -917,6 +932,7 @@ function rowToNode(r: Row): AttestedNode {
     banned: num(r.banned) === 1,
     createdAt: num(r.created_at),
     updatedAt: num(r.updated_at),
+    aliases: JSON.parse(str(r.aliases)) as string[],
   };
 }
 

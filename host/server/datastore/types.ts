@@ -100,6 +100,8 @@ export interface JoinTokenRecord {
   tokenHash: string;
   expiresAt: number;
   createdAt: number;
+  /** optional alias SPIFFE ID given to the node that redeems the token (`qhx token generate --spiffe-id`) */
+  spiffeId?: string;
 }
 
 export type AssuranceLevel = "hardware" | "key" | "token";
@@ -114,6 +116,8 @@ export interface AttestedNode {
   banned: boolean;
   createdAt: number;
   updatedAt: number;
+  /** alias SPIFFE IDs of this node: entries whose parent is an alias apply to it */
+  aliases?: string[];
 }
 
 export interface Datastore {
