@@ -28,7 +28,7 @@ function findBin(): string {
   throw new Error("cannot find bin/qhx.js");
 }
 
-function waitForStart(child: ChildProcess): Promise<{ listen: string; adminSocket: string }> {
+function waitForStart(child: ChildProcess): Promise<{ listen: string; healthListen: string; adminSocket: string }> {
   return new Promise((resolve, reject) => {
     let buf = "";
     const timer = setTimeout(() => reject(new Error("server did not start within 30 s")), 30_000);
@@ -38,10 +38,10 @@ function waitForStart(child: ChildProcess): Promise<{ listen: string; adminSocke
         const line = buf.slice(0, i);
         buf = buf.slice(i + 1);
         try {
-          const rec = JSON.parse(line) as { msg?: string; listen?: string; adminSocket?: string };
+          const rec = JSON.parse(line) as { msg?: string; listen?: string; healthListen?: string; adminSocket?: string };
           if (rec.msg === "server started") {
             clearTimeout(timer);
-            resolve({ listen: rec.listen!, adminSocket: rec.adminSocket! });
+            resolve({ listen: rec.listen!, healthListen: rec.healthListen!, adminSocket: rec.adminSocket! });
           }
         } catch {
           /* not a log line */
@@ -95,12 +95,12 @@ export async function runDemo(opts: { keep?: boolean } = {}): Promise<number> {
   let client: SocketClient | undefined;
   try {
     const started = await waitForStart(child);
-    say(`  server pid ${child.pid} listening on ${started.listen}, admin socket ${started.adminSocket}`);
+    say(`  server pid ${child.pid} agent API on ${started.listen}, health on ${started.healthListen}, admin socket ${started.adminSocket}`);
     client = new SocketClient(started.adminSocket);
     const c = client;
 
     await step("health endpoint answers", async () => {
-      const r = await fetch(`http://${started.listen}/healthz`);
+      const r = await fetch(`http://${started.healthListen}/healthz`);
       if (!r.ok) throw new Error(`healthz answered ${r.status}`);
       return "GET /healthz 200";
     });
@@ -177,7 +177,7 @@ export async function runDemo(opts: { keep?: boolean } = {}): Promise<number> {
     });
 
     await step("metrics exported", async () => {
-      const text = await (await fetch(`http://${started.listen}/metrics`)).text();
+      const text = await (await fetch(`http://${started.healthListen}/metrics`)).text();
       const issued = text
         .split("\n")
         .filter((l) => l.startsWith("qhx_svids_issued_total"))

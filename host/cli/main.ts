@@ -197,7 +197,8 @@ export function buildProgram(): Command {
       .option("-c, --config <file>", "server.yaml (flags override it)")
       .option("--trust-domain <td>", "trust domain name, e.g. example.org")
       .option("--data-dir <dir>", "data directory (datastore, keys); initialized on first start")
-      .option("--listen <host:port>", "health/metrics/bundle listener (default 127.0.0.1:8081)")
+      .option("--listen <host:port>", "agent API listener, TLS (default 127.0.0.1:8081)")
+      .option("--health-listen <host:port>", "health/metrics/bundle listener, HTTP (default 127.0.0.1:8080)")
       .option("--admin-socket <path>", "admin API Unix socket (default <data-dir>/admin.sock)")
       .option("--log-level <level>", "trace|debug|info|warn|error (default info)")
       .option("--ca-key-type <alg>", `CA key: ${SVID_KEY_ALGS.join("|")} (default ec-p256)`)
@@ -215,6 +216,7 @@ export function buildProgram(): Command {
       trust_domain: o.trustDomain,
       data_dir: o.dataDir,
       listen: o.listen,
+      health_listen: o.healthListen,
       admin_socket: o.adminSocket,
       log_level: o.logLevel,
       "ca.key_type": o.caKeyType,
@@ -381,12 +383,21 @@ Example:
   withConnection(token.command("generate"))
     .description("generate a single-use join token")
     .option("--ttl <duration>", "how long the token stays usable", "10m")
+    .option("--spiffe-id <id>", "make this SPIFFE ID the alias of the node that redeems the token")
+    .addHelpText(
+      "after",
+      "\nThe token is printed on the last line.\n\nExample:\n  qhx token generate --socket ./data/admin.sock --spiffe-id spiffe://example.org/nodes/web-1",
+    )
     .action(async (o) => {
       const r = await withClient(o, (c) =>
-        c.call<{ token: string; expires_at: number }>("POST", "/v1/join-tokens", { ttl: o.ttl }),
+        c.call<{ token: string; expires_at: number }>("POST", "/v1/join-tokens", {
+          ttl: o.ttl,
+          ...(o.spiffeId ? { spiffe_id: o.spiffeId } : {}),
+        }),
       );
-      out(`Token: ${r.token}`);
       out(`Expires at: ${new Date(r.expires_at * 1000).toISOString()}`);
+      if (o.spiffeId) out(`Node alias: ${o.spiffeId}`);
+      out(`Token: ${r.token}`);
     });
 
   // ----------------------------------------------------------------------------------------- bundle

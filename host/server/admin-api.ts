@@ -134,12 +134,45 @@ const routes: [string, RegExp, Handler][] = [
     /^\/v1\/join-tokens$/,
     async (core, req) => {
       const b = req.body === undefined || req.body === null ? {} : obj(req.body);
-      const t = await core.generateJoinToken(ttl(b) ?? 600_000);
-      core.log.info({ expiresAt: t.expiresAt }, "join token generated");
-      return ok({ token: t.token, expires_at: t.expiresAt }, 201);
+      const alias = str(b, "spiffe_id", false);
+      if (alias !== undefined) {
+        const id = SpiffeId.parse(alias);
+        if (!id.memberOf(core.cfg.trustDomain)) {
+          throw new ValidationError(`${alias} is not in trust domain ${core.cfg.trustDomain}`, "spiffe_id");
+        }
+      }
+      const t = await core.generateJoinToken(ttl(b) ?? 600_000, alias);
+      core.log.info({ expiresAt: t.expiresAt, alias }, "join token generated");
+      return ok({ token: t.token, expires_at: t.expiresAt, ...(alias ? { spiffe_id: alias } : {}) }, 201);
     },
   ],
 
+  [
+    "GET",
+    /^\/v1\/agents$/,
+    async (core) =>
+      ok({
+        agents: (await core.ds.listNodes()).map((n) => ({
+          spiffe_id: n.spiffeId,
+          attestation_type: n.attestationType,
+          selectors: n.selectors.map((x) => `${x.type}:${x.value}`),
+          assurance: n.assurance,
+          aliases: n.aliases ?? [],
+          serial: n.certSerial,
+          expires_at: n.certNotAfter,
+          banned: n.banned,
+        })),
+      }),
+  ],
+  [
+    "DELETE",
+    /^\/v1\/agents\/(.+)$/,
+    async (core, _req, [id]) => {
+      if (!(await core.ds.deleteNode(id!))) throw new NotFoundError("agent", id!);
+      core.log.info({ agentId: id }, "agent evicted");
+      return ok({ evicted: id });
+    },
+  ],
   [
     "GET",
     /^\/v1\/bundle$/,

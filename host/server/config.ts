@@ -41,6 +41,7 @@ export const serverConfigSchema = z
     trust_domain: trustDomain,
     data_dir: z.string().min(1),
     listen: listenAddr.default("127.0.0.1:8081"),
+    health_listen: listenAddr.default("127.0.0.1:8080"),
     admin_socket: z.string().min(1).optional(),
     log_level: z.enum(["trace", "debug", "info", "warn", "error", "fatal", "silent"]).default("info"),
     ca: z
@@ -78,6 +79,13 @@ export const serverConfigSchema = z
     default_jwt_svid_ttl: duration.default(parseDuration("5m")),
     key_manager: z.enum(["disk", "memory"]).default("disk"),
     rotation_check_interval: duration.default(parseDuration("10s")),
+    agent_svid_ttl: duration.default(parseDuration("1h")),
+    node_attestors: z
+      .object({
+        x509pop: z.object({ ca_bundle_file: z.string().min(1) }).strict().optional(),
+      })
+      .strict()
+      .default({}),
     bundle_refresh_hint: duration.default(parseDuration("5m")),
   })
   .strict();
@@ -87,8 +95,13 @@ export type ServerConfigInput = z.input<typeof serverConfigSchema>;
 export interface ServerConfig {
   trustDomain: string;
   dataDir: string;
+  /** agent API (TLS) */
   listen: { host: string; port: number };
+  /** health, readiness, metrics, bundle (plain HTTP) */
+  healthListen: { host: string; port: number };
   adminSocket: string;
+  agentSvidTtlMs: number;
+  nodeAttestors: { x509pop?: { caBundleFile: string } };
   logLevel: string;
   ca: {
     keyType: SvidKeyAlg;
@@ -122,11 +135,17 @@ export function parseServerConfig(raw: unknown, source = "config"): ServerConfig
   if (!r.success) throw describeIssues(r.error, source);
   const c = r.data;
   const [host, port] = splitHostPort(c.listen);
+  const [hhost, hport] = splitHostPort(c.health_listen);
   const dataDir = path.resolve(c.data_dir);
   return {
     trustDomain: c.trust_domain,
     dataDir,
     listen: { host, port },
+    healthListen: { host: hhost, port: hport },
+    agentSvidTtlMs: c.agent_svid_ttl,
+    nodeAttestors: c.node_attestors.x509pop
+      ? { x509pop: { caBundleFile: path.resolve(c.node_attestors.x509pop.ca_bundle_file) } }
+      : {},
     adminSocket: path.resolve(c.admin_socket ?? path.join(dataDir, "admin.sock")),
     logLevel: c.log_level,
     ca: {

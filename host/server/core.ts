@@ -7,6 +7,7 @@ import crypto, { type KeyObject, X509Certificate } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import { keyAlgOf } from "../core/alg.ts";
+import { type Assurance, assuranceExtension } from "../core/assurance.ts";
 import type { Clock } from "../core/clock.ts";
 import { QhxError } from "../core/errors.ts";
 import { fromPem } from "../core/pem.ts";
@@ -189,20 +190,32 @@ export class ServerCore {
   }
 
   /** Create a single-use join token. Only its hash is stored. */
-  async generateJoinToken(ttlMs: number): Promise<{ token: string; expiresAt: number }> {
+  async generateJoinToken(ttlMs: number, alias?: string): Promise<{ token: string; expiresAt: number }> {
     const token = crypto.randomBytes(24).toString("base64url");
     const now = Math.floor(this.clock.now().getTime() / 1000);
     const expiresAt = now + Math.max(1, Math.round(ttlMs / 1000));
-    await this.ds.createJoinToken({ tokenHash: hashToken(token), expiresAt, createdAt: now });
+    await this.ds.createJoinToken({
+      tokenHash: hashToken(token),
+      expiresAt,
+      createdAt: now,
+      ...(alias ? { spiffeId: alias } : {}),
+    });
     return { token, expiresAt };
   }
 
-  async issueX509(req: { spiffeId: string; publicKey: KeyObject; ttlMs?: number; dnsNames?: string[] }) {
+  async issueX509(req: {
+    spiffeId: string;
+    publicKey: KeyObject;
+    ttlMs?: number;
+    dnsNames?: string[];
+    assurance?: Assurance;
+  }) {
     const r = await this.ca.signX509Svid({
       spiffeId: req.spiffeId,
       publicKey: req.publicKey,
       ttlMs: req.ttlMs ?? this.cfg.defaultX509SvidTtlMs,
       ...(req.dnsNames ? { dnsNames: req.dnsNames } : {}),
+      ...(req.assurance ? { extraExtensions: [assuranceExtension(req.assurance)] } : {}),
     });
     this.metrics.svidsIssued.inc({ type: "x509", alg: keyAlgOf(req.publicKey) });
     this.log.info(

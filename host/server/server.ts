@@ -1,19 +1,26 @@
 /**
- * The `qhx server` process: ServerCore behind two listeners.
+ * The `qhx server` process: ServerCore behind three listeners.
  * - the admin API over HTTP on a local Unix socket (mode 0600: only the server's user may administer it);
- * - a TCP listener (default 127.0.0.1:8081) with /healthz, /readyz, /metrics and the trust bundle at /bundle.
+ * - the agent API over TLS 1.3 on `listen` (default 127.0.0.1:8081), authenticated by the server's own
+ *   X509-SVID `spiffe://<td>/qhx/server` (re-issued at half its life), agents by theirs (see agent-api.ts);
+ * - `health_listen` (default 127.0.0.1:8080, plain HTTP): /healthz, /readyz, /metrics, /bundle.
  * A timer advances CA rotation. SIGTERM/SIGINT close both listeners, wait for requests in flight, close
  * the datastore and remove the socket.
  */
 import fs from "node:fs";
 import http from "node:http";
+import https from "node:https";
 import type { AddressInfo } from "node:net";
 import net from "node:net";
 import path from "node:path";
 import { bundleToSpiffeJson } from "../core/bundle.ts";
 import type { Clock } from "../core/clock.ts";
 import { QhxError, ValidationError } from "../core/errors.ts";
+import { generateKeyPair } from "../core/alg.ts";
+import { toPem } from "../core/pem.ts";
 import { type AdminRequest, errorBody, handleAdmin } from "./admin-api.ts";
+import { AgentApi } from "./agent-api.ts";
+import { nodeAttestorVerifiers } from "./attestation/index.ts";
 import type { ServerConfig } from "./config.ts";
 import { ServerCore } from "./core.ts";
 import type { Logger } from "./logger.ts";
@@ -23,8 +30,10 @@ const MAX_BODY = 1 << 20;
 
 export interface RunningServer {
   core: ServerCore;
-  /** the TCP listener's bound address (port resolved when 0 was asked) */
+  /** the agent API's bound address (port resolved when 0 was asked) */
   address: AddressInfo;
+  /** the health/metrics listener's bound address */
+  healthAddress: AddressInfo;
   adminSocket: string;
   close(): Promise<void>;
 }
@@ -140,6 +149,49 @@ export async function startServer(
     p.finally(() => inflight.delete(p));
   });
 
+  const agentApi = new AgentApi(core, nodeAttestorVerifiers(cfg.nodeAttestors, core.ds, opts.clock), cfg.agentSvidTtlMs);
+  const serverId = `spiffe://${cfg.trustDomain}/qhx/server`;
+  let identityRenewAt = 0;
+  const serverIdentity = async () => {
+    const kp = generateKeyPair("ec-p256");
+    const r = await core.issueX509({ spiffeId: serverId, publicKey: kp.publicKey, ttlMs: cfg.defaultX509SvidTtlMs });
+    const now = opts.clock.now().getTime();
+    identityRenewAt = now + (r.notAfter.getTime() - now) / 2;
+    return {
+      key: kp.privateKey.export({ type: "pkcs8", format: "pem" }) as string,
+      cert: r.chain.map((d) => toPem(d)).join(""),
+    };
+  };
+  const agentServer = https.createServer(
+    {
+      ...(await serverIdentity()),
+      minVersion: "TLSv1.3",
+      ecdhCurve: "X25519MLKEM768:X25519:P-256",
+      requestCert: true,
+      rejectUnauthorized: false, // agents before attestation have no certificate; agent-api.ts verifies SVIDs
+    },
+    (req, res) => {
+      const url = new URL(req.url ?? "/", "https://server");
+      const p = (async () => {
+        try {
+          const body = await readBody(req);
+          const peer = (req.socket as import("node:tls").TLSSocket).getPeerCertificate(true);
+          const peerChain: Uint8Array[] = [];
+          for (let c = peer; c && c.raw && peerChain.length < 10; c = c.issuerCertificate) {
+            if (peerChain.length > 0 && c.raw.equals(Buffer.from(peerChain[peerChain.length - 1]!))) break;
+            peerChain.push(new Uint8Array(c.raw));
+          }
+          const r = await agentApi.handle({ method: req.method ?? "GET", path: url.pathname, body, peerChain });
+          send(res, r.status, r.body);
+        } catch (e) {
+          send(res, 400, errorBody(e));
+        }
+      })();
+      inflight.add(p);
+      p.finally(() => inflight.delete(p));
+    },
+  );
+
   const pub = http.createServer((req, res) => {
     const url = new URL(req.url ?? "/", "http://server");
     if (req.method !== "GET")
@@ -172,14 +224,17 @@ export async function startServer(
       process.umask(oldUmask);
     }
     fs.chmodSync(cfg.adminSocket, 0o600);
-    await listen(pub, cfg.listen);
+    await listen(agentServer as unknown as http.Server, cfg.listen);
+    await listen(pub, cfg.healthListen);
   } catch (e) {
     admin.close();
+    agentServer.close();
     pub.close();
     await core.close();
     throw e;
   }
-  const address = pub.address() as AddressInfo;
+  const address = agentServer.address() as AddressInfo;
+  const healthAddress = pub.address() as AddressInfo;
 
   let rotating = false;
   const timer = setInterval(() => {
@@ -187,6 +242,12 @@ export async function startServer(
     rotating = true;
     core.ca
       .rotate()
+      .then(async () => {
+        if (opts.clock.now().getTime() >= identityRenewAt) {
+          agentServer.setSecureContext({ ...(await serverIdentity()), minVersion: "TLSv1.3", ecdhCurve: "X25519MLKEM768:X25519:P-256" });
+          log.info("server TLS identity renewed");
+        }
+      })
       .catch((e) => log.error({ err: e }, "CA rotation failed"))
       .finally(() => {
         rotating = false;
@@ -198,6 +259,7 @@ export async function startServer(
     {
       trustDomain: cfg.trustDomain,
       listen: `${address.address}:${address.port}`,
+      healthListen: `${healthAddress.address}:${healthAddress.port}`,
       adminSocket: cfg.adminSocket,
       caKeyType: cfg.ca.keyType,
       bundleSequence: core.ca.trustBundle().sequence,
@@ -212,9 +274,11 @@ export async function startServer(
       clearInterval(timer);
       const closed = Promise.all([
         new Promise<void>((r) => admin.close(() => r())),
+        new Promise<void>((r) => agentServer.close(() => r())),
         new Promise<void>((r) => pub.close(() => r())),
       ]);
       admin.closeIdleConnections();
+      agentServer.closeIdleConnections();
       pub.closeIdleConnections();
       await Promise.allSettled([...inflight]);
       await closed;
@@ -224,5 +288,5 @@ export async function startServer(
     })();
     return closing;
   };
-  return { core, address, adminSocket: cfg.adminSocket, close };
+  return { core, address, healthAddress, adminSocket: cfg.adminSocket, close };
 }

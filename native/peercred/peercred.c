@@ -111,7 +111,7 @@ static int require_unix_socket(napi_env env, int fd) {
     return -1;
   }
   if (domain != AF_UNIX) {
-    throw_errno(env, EAFNOSUPPORT, "peercred: not a Unix-domain socket; getsockopt(SO_PEERCRED)");
+    throw_errno(env, EAFNOSUPPORT, "getsockopt(SO_PEERCRED) on a non-Unix socket");
     return -1;
   }
   return 0;
@@ -127,7 +127,7 @@ static napi_value get_peer_cred(napi_env env, napi_callback_info info) {
   memset(&cred, 0, sizeof cred);
   if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0)
     return throw_errno(env, errno, "getsockopt(SO_PEERCRED)");
-  if (len != sizeof cred) return throw_errno(env, EINVAL, "getsockopt(SO_PEERCRED) short read;");
+  if (len != sizeof cred) return throw_errno(env, EINVAL, "getsockopt(SO_PEERCRED) (short read)");
   /* An unconnected or listening socket has no peer: the kernel reports pid 0. */
   if (cred.pid <= 0) return throw_errno(env, ENOTCONN, "getsockopt(SO_PEERCRED) (no peer process)");
 

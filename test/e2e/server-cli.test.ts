@@ -10,7 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parseSpiffeBundle } from "../../host/core/bundle.ts";
 import { fromPem } from "../../host/core/pem.ts";
 import { verifyX509Svid } from "../../host/core/x509-verify.ts";
-import { qhx, startServerProcess, tmpDir } from "../helpers/cli.ts";
+import { qhx, qhxSpawn, startServerProcess, tmpDir } from "../helpers/cli.ts";
 
 type Server = Awaited<ReturnType<typeof startServerProcess>>;
 let srv: Server;
@@ -29,16 +29,16 @@ const sock = () => ["--socket", srv.adminSocket];
 
 describe("qhx server + CLI over the admin socket", () => {
   it("serves health, readiness, metrics and the bundle on the TCP listener", async () => {
-    expect((await fetch(`http://${srv.listen}/healthz`)).status).toBe(200);
-    expect((await fetch(`http://${srv.listen}/readyz`)).status).toBe(200);
-    const metrics = await (await fetch(`http://${srv.listen}/metrics`)).text();
+    expect((await fetch(`http://${srv.healthListen}/healthz`)).status).toBe(200);
+    expect((await fetch(`http://${srv.healthListen}/readyz`)).status).toBe(200);
+    const metrics = await (await fetch(`http://${srv.healthListen}/metrics`)).text();
     expect(metrics).toMatch(/qhx_bundle_sequence 1/);
     expect(metrics).toMatch(/qhx_process_/);
-    const bundle = (await (await fetch(`http://${srv.listen}/bundle`)).json()) as { spiffe_sequence: number };
+    const bundle = (await (await fetch(`http://${srv.healthListen}/bundle`)).json()) as { spiffe_sequence: number };
     expect(bundle.spiffe_sequence).toBe(1);
-    expect((await fetch(`http://${srv.listen}/nope`)).status).toBe(404);
+    expect((await fetch(`http://${srv.healthListen}/nope`)).status).toBe(404);
     expect(qhx(["server", "healthcheck", ...sock()]).status).toBe(0);
-    expect(qhx(["server", "healthcheck", "--address", srv.listen]).status).toBe(0);
+    expect(qhx(["server", "healthcheck", "--address", srv.healthListen]).status).toBe(0);
     const down = qhx(["server", "healthcheck", "--socket", path.join(srv.dir, "nope.sock")]);
     expect(down.status).toBe(1);
     expect(down.stderr).toMatch(/QHX_UNAVAILABLE: cannot reach the server's admin socket/);
@@ -177,7 +177,7 @@ describe("qhx server + CLI over the admin socket", () => {
   it("generates single-use join tokens", () => {
     const r = qhx(["token", "generate", ...sock(), "--ttl", "5m"]);
     expect(r.status).toBe(0);
-    expect(r.stdout).toMatch(/^Token: [A-Za-z0-9_-]{32}\nExpires at: \d{4}-/);
+    expect(r.stdout).toMatch(/^Expires at: \d{4}-.*\nToken: [A-Za-z0-9_-]{32}\n$/);
   });
 
   it("mints a P-256 X509-SVID whose chain openssl verifies and whose extensions openssl shows", () => {
@@ -382,10 +382,7 @@ describe("offline --data-dir mode and server life cycle", () => {
         .status,
     ).toBe(0);
 
-    const s = await startServerProcess([], "offline.test").catch(() => undefined);
-    // the helper makes its own data dir; start one explicitly on ours instead
-    await s?.stop();
-    const { qhxSpawn } = await import("../helpers/cli.ts");
+    // now a server on the same data directory
     const child = qhxSpawn([
       "server",
       "start",
@@ -394,6 +391,8 @@ describe("offline --data-dir mode and server life cycle", () => {
       "--data-dir",
       dataDir,
       "--listen",
+      "127.0.0.1:0",
+      "--health-listen",
       "127.0.0.1:0",
     ]);
     await new Promise<void>((resolve, reject) => {

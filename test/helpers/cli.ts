@@ -53,6 +53,8 @@ export async function startServerProcess(extra: string[] = [], td = "example.org
     dataDir,
     "--listen",
     "127.0.0.1:0",
+    "--health-listen",
+    "127.0.0.1:0",
     ...extra,
   ]);
   const logs: Record<string, unknown>[] = [];
@@ -60,7 +62,7 @@ export async function startServerProcess(extra: string[] = [], td = "example.org
   child.stderr!.on("data", (c: Buffer) => {
     stderr += c.toString();
   });
-  const started = await new Promise<{ listen: string; adminSocket: string }>((resolve, reject) => {
+  const started = await new Promise<{ listen: string; healthListen: string; adminSocket: string }>((resolve, reject) => {
     let buf = "";
     const timer = setTimeout(() => reject(new Error(`server did not start: ${stderr}`)), 30_000);
     child.stdout!.on("data", (c: Buffer) => {
@@ -73,7 +75,11 @@ export async function startServerProcess(extra: string[] = [], td = "example.org
           logs.push(rec);
           if (rec.msg === "server started") {
             clearTimeout(timer);
-            resolve({ listen: rec.listen as string, adminSocket: rec.adminSocket as string });
+            resolve({
+              listen: rec.listen as string,
+              healthListen: rec.healthListen as string,
+              adminSocket: rec.adminSocket as string,
+            });
           }
         } catch {
           /* ignore */

@@ -1,0 +1,460 @@
+/**
+ * Compiler: Cedar policies in Cedar's JSON policy format (the EST that cedar-wasm's `policyToJson`
+ * produces from Cedar's own parser) → a decision program for the evaluator in assembly/policy.
+ *
+ * The program is position-independent and serialisable (it is what the policy store signs and ships):
+ * `code` is a flat array of 32-bit words holding expression nodes `[op, operand...]`; operands that
+ * the loader must resolve are listed in `relocs` as pairs `[wordIndex, kind]` (a child node, an
+ * interned string, a constant value, an entity uid). Any construct outside the supported subset throws
+ * `UnsupportedConstruct` naming it; the caller then evaluates that policy set with cedar-wasm.
+ */
+import { parseDecimal, parseIp } from "./ext.ts";
+
+export const PROGRAM_FORMAT = "qhx-policy-program/1";
+
+export const OP = {
+  CONST: 1,
+  VAR: 2,
+  NOT: 3,
+  NEG: 4,
+  EQ: 5,
+  NE: 6,
+  LT: 7,
+  LE: 8,
+  GT: 9,
+  GE: 10,
+  AND: 11,
+  OR: 12,
+  ADD: 13,
+  SUB: 14,
+  MUL: 15,
+  IN: 16,
+  CONTAINS: 17,
+  CONTAINS_ALL: 18,
+  CONTAINS_ANY: 19,
+  GETTAG: 20,
+  HASTAG: 21,
+  ISEMPTY: 22,
+  ATTR: 23,
+  HAS: 24,
+  LIKE: 25,
+  IS: 26,
+  ITE: 27,
+  SET: 28,
+  REC: 29,
+  IPV4: 30,
+  IPV6: 31,
+  LOOPBACK: 32,
+  MULTICAST: 33,
+  INRANGE: 34,
+  DLT: 35,
+  DLE: 36,
+  DGT: 37,
+  DGE: 38,
+  ENTEQ: 39,
+  ENTIS: 40,
+} as const;
+
+/** Relocation kinds. */
+export const RELOC = { CHILD: 1, STR: 2, CONST: 3, UID: 4 } as const;
+
+/** A constant value; strings are indices into the program's string table. */
+export type ConstValue =
+  | { t: "bool"; v: boolean }
+  | { t: "long"; v: number }
+  | { t: "str"; s: number }
+  | { t: "ent"; type: number; id: number }
+  | { t: "set"; v: ConstValue[] }
+  | { t: "rec"; v: [number, ConstValue][] }
+  | { t: "ip"; v6: boolean; prefix: number; bytes: number[] }
+  | { t: "dec"; v: string };
+
+export interface ProgramPolicy {
+  id: string;
+  effect: "permit" | "forbid";
+  /** Word index of the policy's condition node. */
+  body: number;
+}
+
+export interface PolicyProgram {
+  format: typeof PROGRAM_FORMAT;
+  policies: ProgramPolicy[];
+  code: number[];
+  relocs: number[];
+  strings: string[];
+  consts: ConstValue[];
+}
+
+/** A construct the compiler does not support (the policy set falls back to cedar-wasm). */
+export class UnsupportedConstruct extends Error {
+  readonly construct: string;
+  constructor(construct: string) {
+    super(`unsupported construct: ${construct}`);
+    this.construct = construct;
+  }
+}
+
+/** Checks an extension literal against Cedar itself: true when Cedar accepts `fn("arg")`. */
+export type ExtLiteralCheck = (fn: "ip" | "decimal", arg: string) => boolean;
+
+type Json = unknown;
+type Obj = Record<string, Json>;
+
+const VARS: Record<string, number> = { principal: 0, action: 1, resource: 2, context: 3 };
+
+const BINARY: Record<string, number> = {
+  "==": OP.EQ,
+  "!=": OP.NE,
+  "<": OP.LT,
+  "<=": OP.LE,
+  ">": OP.GT,
+  ">=": OP.GE,
+  "&&": OP.AND,
+  "||": OP.OR,
+  "+": OP.ADD,
+  "-": OP.SUB,
+  "*": OP.MUL,
+  in: OP.IN,
+  contains: OP.CONTAINS,
+  containsAll: OP.CONTAINS_ALL,
+  containsAny: OP.CONTAINS_ANY,
+  getTag: OP.GETTAG,
+  hasTag: OP.HASTAG,
+};
+
+const EXT_UNARY: Record<string, number> = {
+  isIpv4: OP.IPV4,
+  isIpv6: OP.IPV6,
+  isLoopback: OP.LOOPBACK,
+  isMulticast: OP.MULTICAST,
+};
+const EXT_BINARY: Record<string, number> = {
+  isInRange: OP.INRANGE,
+  lessThan: OP.DLT,
+  lessThanOrEqual: OP.DLE,
+  greaterThan: OP.DGT,
+  greaterThanOrEqual: OP.DGE,
+};
+
+function isObj(x: Json): x is Obj {
+  return typeof x === "object" && x !== null && !Array.isArray(x);
+}
+
+function single(o: Obj): [string, Json] {
+  const keys = Object.keys(o);
+  if (keys.length !== 1) throw new UnsupportedConstruct(`expression with keys ${JSON.stringify(keys)}`);
+  return [keys[0]!, o[keys[0]!]];
+}
+
+class Builder {
+  code: number[] = [];
+  relocs: number[] = [];
+  strings: string[] = [];
+  consts: ConstValue[] = [];
+  private strIdx = new Map<string, number>();
+  private constIdx = new Map<string, number>();
+  private extCheck: ExtLiteralCheck;
+
+  constructor(extCheck: ExtLiteralCheck) {
+    this.extCheck = extCheck;
+  }
+
+  str(s: string): number {
+    let i = this.strIdx.get(s);
+    if (i === undefined) {
+      i = this.strings.length;
+      this.strings.push(s);
+      this.strIdx.set(s, i);
+    }
+    return i;
+  }
+
+  constant(c: ConstValue): number {
+    const key = JSON.stringify(c);
+    let i = this.constIdx.get(key);
+    if (i === undefined) {
+      i = this.consts.length;
+      this.consts.push(c);
+      this.constIdx.set(key, i);
+    }
+    return i;
+  }
+
+  /** Emit a node; `kinds[i]` is the relocation kind of word i+1 (0 = none). */
+  node(op: number, operands: number[], kinds: number[]): number {
+    const at = this.code.length;
+    this.code.push(op);
+    for (let i = 0; i < operands.length; i++) {
+      const k = kinds[i] ?? 0;
+      if (k) this.relocs.push(at + 1 + i, k);
+      this.code.push(operands[i]!);
+    }
+    return at;
+  }
+
+  constNode(c: ConstValue): number {
+    return this.node(OP.CONST, [this.constant(c)], [RELOC.CONST]);
+  }
+
+  // ---- values ----
+
+  uid(x: Json, where: string): ConstValue & { t: "ent" } {
+    let u = x;
+    if (isObj(u) && "__entity" in u) u = u.__entity;
+    if (!isObj(u) || typeof u.type !== "string" || typeof u.id !== "string") {
+      throw new UnsupportedConstruct(`entity reference in ${where}`);
+    }
+    return { t: "ent", type: this.str(u.type), id: this.str(u.id) };
+  }
+
+  value(x: Json): ConstValue {
+    if (typeof x === "boolean") return { t: "bool", v: x };
+    if (typeof x === "number") {
+      if (!Number.isSafeInteger(x)) throw new UnsupportedConstruct(`integer literal ${x} (beyond ±2^53)`);
+      return { t: "long", v: x };
+    }
+    if (typeof x === "bigint") throw new UnsupportedConstruct(`integer literal ${x} (beyond ±2^53)`);
+    if (typeof x === "string") return { t: "str", s: this.str(x) };
+    if (Array.isArray(x)) return { t: "set", v: x.map((e) => this.value(e)) };
+    if (isObj(x)) {
+      if ("__entity" in x) return this.uid(x, "a literal");
+      if ("__extn" in x || "__expr" in x) throw new UnsupportedConstruct("extension escape in a literal");
+      return { t: "rec", v: Object.keys(x).map((k) => [this.str(k), this.value(x[k])] as [number, ConstValue]) };
+    }
+    throw new UnsupportedConstruct(`literal ${JSON.stringify(x)}`);
+  }
+
+  extLiteral(fn: "ip" | "decimal", args: Json): ConstValue {
+    if (!Array.isArray(args) || args.length !== 1) throw new UnsupportedConstruct(`${fn}() arity`);
+    const a = args[0];
+    if (!isObj(a) || !("Value" in a) || typeof a.Value !== "string") {
+      throw new UnsupportedConstruct(`${fn}() on a non-literal argument`);
+    }
+    const s = a.Value;
+    const parsed = fn === "ip" ? parseIp(s) : parseDecimal(s);
+    // our parser is conservative; Cedar must agree that the literal is valid, else leave it to Cedar
+    if (!parsed || !this.extCheck(fn, s)) throw new UnsupportedConstruct(`${fn}("${s}") literal`);
+    if (fn === "ip") {
+      const ip = parsed as ReturnType<typeof parseIp> & object;
+      return { t: "ip", v6: ip.v6, prefix: ip.prefix, bytes: ip.bytes };
+    }
+    return { t: "dec", v: (parsed as bigint).toString() };
+  }
+
+  // ---- expressions ----
+
+  expr(e: Json): number {
+    if (!isObj(e)) throw new UnsupportedConstruct(`expression ${JSON.stringify(e)}`);
+    const [k, v] = single(e);
+    switch (k) {
+      case "Value":
+        return this.constNode(this.value(v));
+      case "Var": {
+        const i = VARS[v as string];
+        if (i === undefined) throw new UnsupportedConstruct(`variable ${String(v)}`);
+        return this.node(OP.VAR, [i], [0]);
+      }
+      case "Slot":
+        throw new UnsupportedConstruct("template slot");
+      case "!":
+        return this.unary(OP.NOT, v);
+      case "neg":
+        return this.unary(OP.NEG, v);
+      case "isEmpty":
+        return this.unary(OP.ISEMPTY, v);
+      case ".": {
+        const o = v as Obj;
+        return this.node(OP.ATTR, [this.expr(o.left), this.str(String(o.attr))], [RELOC.CHILD, RELOC.STR]);
+      }
+      case "has": {
+        const o = v as Obj;
+        const attrs = Array.isArray(o.attr) ? (o.attr as string[]) : [String(o.attr)];
+        if (attrs.length === 0) throw new UnsupportedConstruct("empty `has` path");
+        // `e has a.b.c` = e has a && e.a has b && e.a.b has c
+        const left = o.left;
+        let cur = this.node(OP.HAS, [this.expr(left), this.str(attrs[0]!)], [RELOC.CHILD, RELOC.STR]);
+        let path: Json = left;
+        for (let i = 1; i < attrs.length; i++) {
+          path = { ".": { left: path, attr: attrs[i - 1] } };
+          const next = this.node(OP.HAS, [this.expr(path), this.str(attrs[i]!)], [RELOC.CHILD, RELOC.STR]);
+          cur = this.node(OP.AND, [cur, next], [RELOC.CHILD, RELOC.CHILD]);
+        }
+        return cur;
+      }
+      case "like": {
+        const o = v as Obj;
+        if (!Array.isArray(o.pattern)) throw new UnsupportedConstruct("like pattern");
+        const units: number[] = [];
+        for (const p of o.pattern as Json[]) {
+          if (p === "Wildcard") units.push(-1);
+          else if (isObj(p) && typeof p.Literal === "string") {
+            for (let i = 0; i < p.Literal.length; i++) units.push(p.Literal.charCodeAt(i));
+          } else throw new UnsupportedConstruct(`like pattern element ${JSON.stringify(p)}`);
+        }
+        return this.node(
+          OP.LIKE,
+          [this.expr(o.left), units.length, ...units],
+          [RELOC.CHILD, 0, ...units.map(() => 0)],
+        );
+      }
+      case "is": {
+        const o = v as Obj;
+        const isNode = this.node(OP.IS, [this.expr(o.left), this.str(String(o.entity_type))], [
+          RELOC.CHILD,
+          RELOC.STR,
+        ]);
+        if (o.in === undefined) return isNode;
+        const inNode = this.node(OP.IN, [this.expr(o.left), this.expr(o.in)], [RELOC.CHILD, RELOC.CHILD]);
+        return this.node(OP.AND, [isNode, inNode], [RELOC.CHILD, RELOC.CHILD]);
+      }
+      case "if-then-else": {
+        const o = v as Obj;
+        return this.node(OP.ITE, [this.expr(o.if), this.expr(o.then), this.expr(o.else)], [
+          RELOC.CHILD,
+          RELOC.CHILD,
+          RELOC.CHILD,
+        ]);
+      }
+      case "Set": {
+        if (!Array.isArray(v)) throw new UnsupportedConstruct("set literal");
+        const kids = v.map((x) => this.expr(x));
+        return this.node(OP.SET, [kids.length, ...kids], [0, ...kids.map(() => RELOC.CHILD)]);
+      }
+      case "Record": {
+        if (!isObj(v)) throw new UnsupportedConstruct("record literal");
+        const ops: number[] = [Object.keys(v).length];
+        const kinds: number[] = [0];
+        for (const key of Object.keys(v)) {
+          ops.push(this.str(key), this.expr(v[key]));
+          kinds.push(RELOC.STR, RELOC.CHILD);
+        }
+        return this.node(OP.REC, ops, kinds);
+      }
+      case "ip":
+      case "decimal":
+        return this.constNode(this.extLiteral(k, v));
+    }
+    const bin = BINARY[k];
+    if (bin !== undefined) {
+      const o = v as Obj;
+      if (!isObj(o) || !("left" in o) || !("right" in o)) throw new UnsupportedConstruct(`operator ${k}`);
+      return this.node(bin, [this.expr(o.left), this.expr(o.right)], [RELOC.CHILD, RELOC.CHILD]);
+    }
+    const eu = EXT_UNARY[k];
+    if (eu !== undefined) {
+      if (!Array.isArray(v) || v.length !== 1) throw new UnsupportedConstruct(`${k}() arity`);
+      return this.node(eu, [this.expr(v[0])], [RELOC.CHILD]);
+    }
+    const eb = EXT_BINARY[k];
+    if (eb !== undefined) {
+      if (!Array.isArray(v) || v.length !== 2) throw new UnsupportedConstruct(`${k}() arity`);
+      return this.node(eb, [this.expr(v[0]), this.expr(v[1])], [RELOC.CHILD, RELOC.CHILD]);
+    }
+    throw new UnsupportedConstruct(
+      Array.isArray(v) ? `extension function ${k}()` : `operator ${JSON.stringify(k)}`,
+    );
+  }
+
+  unary(op: number, v: Json): number {
+    if (!isObj(v) || !("arg" in v)) throw new UnsupportedConstruct(`operator ${op}`);
+    return this.node(op, [this.expr(v.arg)], [RELOC.CHILD]);
+  }
+
+  // ---- scopes ----
+
+  scope(which: "principal" | "action" | "resource", c: Json): number | undefined {
+    const varIdx = VARS[which]!;
+    if (!isObj(c)) throw new UnsupportedConstruct(`${which} scope`);
+    const varNode = () => this.node(OP.VAR, [varIdx], [0]);
+    switch (c.op) {
+      case "All":
+        return undefined;
+      case "==": {
+        if ("slot" in c) throw new UnsupportedConstruct("template slot");
+        const u = this.uid(c.entity, `${which} scope`);
+        return this.node(OP.ENTEQ, [varIdx, this.constant(u)], [0, RELOC.UID]);
+      }
+      case "in": {
+        if ("slot" in c) throw new UnsupportedConstruct("template slot");
+        if ("entities" in c) {
+          if (!Array.isArray(c.entities)) throw new UnsupportedConstruct(`${which} scope`);
+          const set: ConstValue = { t: "set", v: c.entities.map((x) => this.uid(x, `${which} scope`)) };
+          return this.node(OP.IN, [varNode(), this.constNode(set)], [RELOC.CHILD, RELOC.CHILD]);
+        }
+        const u = this.uid(c.entity, `${which} scope`);
+        return this.node(OP.IN, [varNode(), this.constNode(u)], [RELOC.CHILD, RELOC.CHILD]);
+      }
+      case "is": {
+        const isNode = this.node(OP.ENTIS, [varIdx, this.str(String(c.entity_type))], [0, RELOC.STR]);
+        if (c.in === undefined) return isNode;
+        const inC = c.in as Obj;
+        if ("slot" in inC) throw new UnsupportedConstruct("template slot");
+        const u = this.uid(inC.entity, `${which} scope`);
+        const inNode = this.node(OP.IN, [varNode(), this.constNode(u)], [RELOC.CHILD, RELOC.CHILD]);
+        return this.node(OP.AND, [isNode, inNode], [RELOC.CHILD, RELOC.CHILD]);
+      }
+    }
+    throw new UnsupportedConstruct(`${which} scope operator ${JSON.stringify(c.op)}`);
+  }
+
+  policy(p: Obj): number {
+    const parts: number[] = [];
+    for (const w of ["principal", "action", "resource"] as const) {
+      const n = this.scope(w, p[w]);
+      if (n !== undefined) parts.push(n);
+    }
+    const conds = p.conditions;
+    if (!Array.isArray(conds)) throw new UnsupportedConstruct("conditions");
+    for (const c of conds as Obj[]) {
+      const body = this.expr(c.body);
+      if (c.kind === "when") parts.push(body);
+      else if (c.kind === "unless") parts.push(this.node(OP.NOT, [body], [RELOC.CHILD]));
+      else throw new UnsupportedConstruct(`condition kind ${String(c.kind)}`);
+    }
+    if (parts.length === 0) return this.constNode({ t: "bool", v: true });
+    // left-nested, as Cedar builds `scope && when && !unless ...`
+    let acc = parts[0]!;
+    for (let i = 1; i < parts.length; i++) {
+      acc = this.node(OP.AND, [acc, parts[i]!], [RELOC.CHILD, RELOC.CHILD]);
+    }
+    return acc;
+  }
+}
+
+export interface CompileResult {
+  program?: PolicyProgram;
+  /** Each unsupported construct, with the policy it occurs in. */
+  unsupported: { policyId: string; construct: string }[];
+}
+
+/** Compile policies (id → Cedar JSON policy), in the given order. */
+export function compileProgram(policies: [string, unknown][], extCheck: ExtLiteralCheck): CompileResult {
+  const b = new Builder(extCheck);
+  const out: ProgramPolicy[] = [];
+  const unsupported: { policyId: string; construct: string }[] = [];
+  for (const [id, json] of policies) {
+    try {
+      if (!isObj(json)) throw new UnsupportedConstruct("policy JSON");
+      if (json.effect !== "permit" && json.effect !== "forbid") {
+        throw new UnsupportedConstruct(`effect ${String(json.effect)}`);
+      }
+      const body = b.policy(json);
+      out.push({ id, effect: json.effect, body });
+    } catch (e) {
+      if (!(e instanceof UnsupportedConstruct)) throw e;
+      unsupported.push({ policyId: id, construct: e.construct });
+    }
+  }
+  if (unsupported.length) return { unsupported };
+  return {
+    unsupported,
+    program: {
+      format: PROGRAM_FORMAT,
+      policies: out,
+      code: b.code,
+      relocs: b.relocs,
+      strings: b.strings,
+      consts: b.consts,
+    },
+  };
+}

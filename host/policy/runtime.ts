@@ -1,0 +1,541 @@
+/**
+ * Host side of the compiled evaluator (build/qhx-policy.wasm, from assembly/policy/index.ts): loads a
+ * decision program into its own Wasm instance and encodes each request straight into Wasm memory.
+ *
+ * Strings and entity uids are interned once per instance: each distinct string becomes a static STR
+ * node (its UTF-16 code units stored beside it for `like`), each uid a static ENT node, so the hot path
+ * writes only numbers, sets, records and the entity table into the request arena. Anything the encoder
+ * is not sure Cedar reads the same way (non-integer or unsafe numbers, null, unknown escapes, odd
+ * entity JSON, ill-formed strings, unknown type names, extension values outside the conservative
+ * parsers) raises FALLBACK and the request is evaluated by cedar-wasm instead.
+ */
+import { existsSync, readFileSync } from "node:fs";
+import { fileURLToPath } from "node:url";
+import { QhxError } from "../core/errors.ts";
+import { type ConstValue, type PolicyProgram, RELOC } from "./compiler.ts";
+import { parseDecimal, parseIp } from "./ext.ts";
+
+interface WasmMemory {
+  readonly buffer: ArrayBuffer;
+}
+interface WasmApi {
+  Module: new (bytes: Uint8Array) => object;
+  Instance: new (module: object, imports: Record<string, Record<string, unknown>>) => { exports: unknown };
+}
+const WA = (globalThis as unknown as { WebAssembly: WasmApi }).WebAssembly;
+
+interface PolicyWasm {
+  memory: WasmMemory;
+  init(arenaBytes: number): number;
+  arenaLimit(): number;
+  trueValue(): number;
+  falseValue(): number;
+  salloc(bytes: number): number;
+  staticBytes(): number;
+  ensureUids(n: number): void;
+  setProgram(n: number, table: number, out: number): void;
+  authorize(
+    principal: number,
+    action: number,
+    resource: number,
+    context: number,
+    ents: number,
+    nEnt: number,
+    arenaUsed: number,
+  ): number;
+}
+
+const T_LONG = 2;
+const T_STR = 3;
+const T_ENT = 4;
+const T_SET = 5;
+const T_REC = 6;
+const T_IP = 7;
+const T_DEC = 8;
+
+export const ERROR_MESSAGES: Record<number, string> = {
+  1: "type error",
+  2: "attribute does not exist",
+  3: "entity does not exist",
+  4: "integer overflow",
+  5: "tag does not exist",
+};
+
+const CANDIDATES = ["../../build/qhx-policy.wasm", "../../../build/qhx-policy.wasm"];
+let wasmModule: object | undefined;
+
+function loadModule(): object {
+  if (wasmModule) return wasmModule;
+  const tried: string[] = [];
+  for (const rel of CANDIDATES) {
+    const url = new URL(rel, import.meta.url);
+    if (!existsSync(url)) {
+      tried.push(fileURLToPath(url));
+      continue;
+    }
+    try {
+      wasmModule = new WA.Module(readFileSync(url));
+    } catch (e) {
+      throw new QhxError("QHX_WASM_INVALID", `cannot compile ${fileURLToPath(url)}: ${String(e)}`, {
+        hint: "run npm run build:wasm",
+        cause: e,
+      });
+    }
+    return wasmModule;
+  }
+  throw new QhxError("QHX_WASM_MISSING", `qhx-policy.wasm not found (looked at ${tried.join(", ")})`, {
+    hint: "run npm run build:wasm",
+  });
+}
+
+/** Thrown by the encoder: this request goes to cedar-wasm. */
+export const FALLBACK = Symbol("fallback");
+
+/** Checks a type name against Cedar (cached by the caller's closure). */
+export type TypeNameCheck = (type: string) => boolean;
+/** Checks an extension value against Cedar: true when Cedar accepts `fn(arg)`. */
+export type ExtValueCheck = (fn: "ip" | "decimal", arg: string) => boolean;
+
+export interface RawDecision {
+  decision: "allow" | "deny";
+  reasons: string[];
+  errors: { policyId: string; message: string }[];
+}
+
+const NAME = /^[_a-zA-Z][_a-zA-Z0-9]*(::[_a-zA-Z][_a-zA-Z0-9]*)*$/;
+const ARENA_BYTES = 4 << 20;
+/** Re-instantiate when interned data exceeds this (bounded memory under unbounded distinct inputs). */
+const STATIC_LIMIT = 256 << 20;
+
+export class CompiledEvaluator {
+  private w!: PolicyWasm;
+  private buf!: ArrayBuffer;
+  private i32!: Int32Array;
+  private u16!: Uint16Array;
+  private u8!: Uint8Array;
+  private arenaBase = 0;
+  private arenaEnd = 0;
+  private top = 0;
+  private strIds = new Map<string, number>();
+  private strNodes: number[] = [];
+  private uidIds = new Map<string, number>();
+  private uidNodes: number[] = [];
+  private uidCapacity = 0;
+  private typeOk = new Map<string, boolean>();
+  private extOk = new Map<string, number>();
+  private outPtr = 0;
+  private trueV = 0;
+  private falseV = 0;
+  private ids: string[];
+  private readonly program: PolicyProgram;
+  private readonly typeCheck: TypeNameCheck;
+  private readonly extCheck: ExtValueCheck;
+
+  constructor(program: PolicyProgram, typeCheck: TypeNameCheck, extCheck: ExtValueCheck) {
+    this.program = program;
+    this.typeCheck = typeCheck;
+    this.extCheck = extCheck;
+    this.ids = program.policies.map((p) => p.id);
+    this.instantiate();
+  }
+
+  private instantiate(): void {
+    const inst = new WA.Instance(loadModule(), {
+      env: {
+        abort(): never {
+          throw new QhxError("QHX_WASM_ABORT", "qhx-policy.wasm aborted");
+        },
+      },
+    });
+    this.w = inst.exports as PolicyWasm;
+    this.arenaBase = this.w.init(ARENA_BYTES);
+    this.arenaEnd = this.w.arenaLimit();
+    this.trueV = this.w.trueValue();
+    this.falseV = this.w.falseValue();
+    this.strIds = new Map();
+    this.strNodes = [];
+    this.uidIds = new Map();
+    this.uidNodes = [];
+    this.uidCapacity = 0;
+    this.refresh();
+    this.load(this.program);
+  }
+
+  private refresh(): void {
+    const b = this.w.memory.buffer;
+    if (b === this.buf) return;
+    this.buf = b;
+    this.i32 = new Int32Array(b);
+    this.u16 = new Uint16Array(b);
+    this.u8 = new Uint8Array(b);
+  }
+
+  private salloc(bytes: number): number {
+    const p = this.w.salloc(bytes);
+    this.refresh();
+    return p;
+  }
+
+  // ---- interning (static nodes) ----
+
+  private intern(s: string): number {
+    const known = this.strIds.get(s);
+    if (known !== undefined) return this.strNodes[known]!;
+    if (!s.isWellFormed()) throw FALLBACK;
+    const node = this.salloc(16 + s.length * 2);
+    const chars = node + 16;
+    for (let i = 0; i < s.length; i++) this.u16[(chars >> 1) + i] = s.charCodeAt(i);
+    const id = this.strNodes.length;
+    const w = node >> 2;
+    this.i32[w] = T_STR;
+    this.i32[w + 1] = id;
+    this.i32[w + 2] = chars;
+    this.i32[w + 3] = s.length;
+    this.strIds.set(s, id);
+    this.strNodes.push(node);
+    return node;
+  }
+
+  private strId(s: string): number {
+    const known = this.strIds.get(s);
+    if (known !== undefined) return known;
+    const node = this.intern(s);
+    return this.i32[(node >> 2) + 1]!;
+  }
+
+  private uidNode(type: string, id: string): number {
+    const key = type + "\u0000" + id;
+    const known = this.uidIds.get(key);
+    if (known !== undefined) return this.uidNodes[known]!;
+    let ok = this.typeOk.get(type);
+    if (ok === undefined) {
+      ok = NAME.test(type) && this.typeCheck(type);
+      this.typeOk.set(type, ok);
+    }
+    if (!ok || !id.isWellFormed()) throw FALLBACK;
+    const typeStr = this.strId(type);
+    this.strId(id);
+    const node = this.salloc(16);
+    const uid = this.uidNodes.length;
+    const w = node >> 2;
+    this.i32[w] = T_ENT;
+    this.i32[w + 1] = uid;
+    this.i32[w + 2] = typeStr;
+    this.uidIds.set(key, uid);
+    this.uidNodes.push(node);
+    if (uid >= this.uidCapacity) {
+      this.uidCapacity = Math.max(64, this.uidCapacity * 2);
+      this.w.ensureUids(this.uidCapacity);
+      this.refresh();
+    }
+    return node;
+  }
+
+  // ---- program loading ----
+
+  private constNode(c: ConstValue, strings: string[]): number {
+    switch (c.t) {
+      case "bool":
+        return c.v ? this.trueV : this.falseV;
+      case "str":
+        return this.intern(strings[c.s]!);
+      case "ent":
+        return this.uidNode(strings[c.type]!, strings[c.id]!);
+      case "long": {
+        const p = this.salloc(16);
+        this.writeLong(p, c.v);
+        return p;
+      }
+      case "dec": {
+        const p = this.salloc(16);
+        this.i32[p >> 2] = T_DEC;
+        new BigInt64Array(this.buf, p + 8, 1)[0] = BigInt(c.v);
+        return p;
+      }
+      case "ip": {
+        const p = this.salloc(32);
+        this.writeIp(p, c.v6, c.prefix, c.bytes);
+        return p;
+      }
+      case "set": {
+        const kids = c.v.map((x) => this.constNode(x, strings));
+        const p = this.salloc(8 + 4 * kids.length);
+        this.i32[p >> 2] = T_SET;
+        this.i32[(p >> 2) + 1] = kids.length;
+        kids.forEach((k, i) => (this.i32[(p >> 2) + 2 + i] = k));
+        return p;
+      }
+      case "rec": {
+        const kids = c.v.map(([k, v]) => [this.strId(strings[k]!), this.constNode(v, strings)] as const);
+        const p = this.salloc(8 + 8 * kids.length);
+        this.i32[p >> 2] = T_REC;
+        this.i32[(p >> 2) + 1] = kids.length;
+        kids.forEach(([k, v], i) => {
+          this.i32[(p >> 2) + 2 + 2 * i] = k;
+          this.i32[(p >> 2) + 3 + 2 * i] = v;
+        });
+        return p;
+      }
+    }
+  }
+
+  private load(prog: PolicyProgram): void {
+    const strings = prog.strings;
+    let consts: number[];
+    try {
+      consts = prog.consts.map((c) => this.constNode(c, strings));
+    } catch (e) {
+      if (e === FALLBACK) {
+        throw new QhxError("QHX_POLICY_UNSUPPORTED", "a constant of the program cannot be encoded");
+      }
+      throw e;
+    }
+    const code = prog.code.slice();
+    const codePtr = this.salloc(code.length * 4);
+    for (let i = 0; i < prog.relocs.length; i += 2) {
+      const at = prog.relocs[i]!;
+      const kind = prog.relocs[i + 1]!;
+      const v = code[at]!;
+      if (kind === RELOC.CHILD) code[at] = codePtr + v * 4;
+      else if (kind === RELOC.STR) code[at] = this.strId(strings[v]!);
+      else if (kind === RELOC.CONST) code[at] = consts[v]!;
+      else if (kind === RELOC.UID) code[at] = this.i32[(consts[v]! >> 2) + 1]!;
+      else throw new QhxError("QHX_POLICY_PROGRAM_INVALID", `unknown relocation kind ${kind}`);
+    }
+    this.i32.set(code, codePtr >> 2);
+    const n = prog.policies.length;
+    const table = this.salloc(8 * Math.max(1, n));
+    prog.policies.forEach((p, i) => {
+      this.i32[(table >> 2) + 2 * i] = p.effect === "forbid" ? 2 : 1;
+      this.i32[(table >> 2) + 2 * i + 1] = codePtr + p.body * 4;
+    });
+    this.outPtr = this.salloc(12 + 16 * Math.max(1, n));
+    this.w.setProgram(n, table, this.outPtr);
+  }
+
+  // ---- request encoding (arena) ----
+
+  private alloc(bytes: number): number {
+    const p = this.top;
+    this.top = (p + bytes + 7) & ~7;
+    if (this.top > this.arenaEnd) throw FALLBACK;
+    return p;
+  }
+
+  private writeLong(p: number, v: number): void {
+    const hi = Math.floor(v / 4294967296);
+    const w = p >> 2;
+    this.i32[w] = T_LONG;
+    this.i32[w + 2] = (v - hi * 4294967296) | 0;
+    this.i32[w + 3] = hi;
+  }
+
+  private writeIp(p: number, v6: boolean, prefix: number, bytes: number[]): void {
+    const w = p >> 2;
+    this.i32[w] = T_IP;
+    this.i32[w + 1] = v6 ? 1 : 0;
+    this.i32[w + 2] = prefix;
+    this.i32[w + 3] = 0;
+    for (let i = 0; i < 16; i++) this.u8[p + 16 + i] = bytes[i]!;
+  }
+
+  private uidOf(x: unknown): number {
+    if (typeof x !== "object" || x === null) throw FALLBACK;
+    let u = x as Record<string, unknown>;
+    if ("__entity" in u) {
+      if (Object.keys(u).length !== 1) throw FALLBACK;
+      u = u.__entity as Record<string, unknown>;
+      if (typeof u !== "object" || u === null) throw FALLBACK;
+    }
+    const type = u.type;
+    const id = u.id;
+    if (typeof type !== "string" || typeof id !== "string") throw FALLBACK;
+    for (const k in u) if (k !== "type" && k !== "id") throw FALLBACK;
+    return this.uidNode(type, id);
+  }
+
+  private extValue(e: unknown): number {
+    if (typeof e !== "object" || e === null) throw FALLBACK;
+    const o = e as Record<string, unknown>;
+    for (const k in o) if (k !== "fn" && k !== "arg") throw FALLBACK;
+    const fn = o.fn;
+    const arg = o.arg;
+    if (typeof arg !== "string") throw FALLBACK;
+    if (fn === "ip" || fn === "ipaddr") {
+      const ip = parseIp(arg);
+      if (!ip || !this.extValid("ip", arg)) throw FALLBACK;
+      const p = this.alloc(32);
+      this.writeIp(p, ip.v6, ip.prefix, ip.bytes);
+      return p;
+    }
+    if (fn === "decimal") {
+      const d = parseDecimal(arg);
+      if (d === undefined || !this.extValid("decimal", arg)) throw FALLBACK;
+      const p = this.alloc(16);
+      this.i32[p >> 2] = T_DEC;
+      const hi = Number(d >> 32n);
+      this.i32[(p >> 2) + 2] = Number(BigInt.asIntN(32, d));
+      this.i32[(p >> 2) + 3] = hi;
+      return p;
+    }
+    throw FALLBACK;
+  }
+
+  private extValid(fn: "ip" | "decimal", arg: string): boolean {
+    const key = fn + ":" + arg;
+    const c = this.extOk.get(key);
+    if (c !== undefined) return c === 1;
+    const ok = this.extCheck(fn, arg);
+    if (this.extOk.size > 50_000) this.extOk.clear();
+    this.extOk.set(key, ok ? 1 : 0);
+    return ok;
+  }
+
+  private value(v: unknown): number {
+    switch (typeof v) {
+      case "string":
+        return this.intern(v);
+      case "boolean":
+        return v ? this.trueV : this.falseV;
+      case "number": {
+        if (!Number.isSafeInteger(v)) throw FALLBACK;
+        const p = this.alloc(16);
+        this.writeLong(p, v);
+        return p;
+      }
+      case "object": {
+        if (v === null) throw FALLBACK;
+        if (Array.isArray(v)) {
+          const n = v.length;
+          const kids = new Array<number>(n);
+          for (let i = 0; i < n; i++) kids[i] = this.value(v[i]);
+          const p = this.alloc(8 + 4 * n);
+          const w = p >> 2;
+          this.i32[w] = T_SET;
+          this.i32[w + 1] = n;
+          for (let i = 0; i < n; i++) this.i32[w + 2 + i] = kids[i]!;
+          return p;
+        }
+        const o = v as Record<string, unknown>;
+        if ("__entity" in o) return this.uidOf(o);
+        if ("__extn" in o) {
+          if (Object.keys(o).length !== 1) throw FALLBACK;
+          return this.extValue(o.__extn);
+        }
+        if ("__expr" in o) throw FALLBACK;
+        return this.record(o);
+      }
+    }
+    throw FALLBACK;
+  }
+
+  private record(o: Record<string, unknown>): number {
+    const keys = Object.keys(o);
+    const n = keys.length;
+    const vals = new Array<number>(n);
+    for (let i = 0; i < n; i++) vals[i] = this.value(o[keys[i]!]);
+    const p = this.alloc(8 + 8 * n);
+    const w = p >> 2;
+    this.i32[w] = T_REC;
+    this.i32[w + 1] = n;
+    for (let i = 0; i < n; i++) {
+      const k = this.strId(keys[i]!); // may grow memory: read this.i32 after it
+      this.i32[w + 2 + 2 * i] = k;
+      this.i32[w + 3 + 2 * i] = vals[i]!;
+    }
+    return p;
+  }
+
+  /**
+   * Evaluate one request; returns undefined when it must go to cedar-wasm instead.
+   * `extraEntities` (the schema's action entities) are added unless the request defines them.
+   */
+  authorize(req: {
+    principal: unknown;
+    action: unknown;
+    resource: unknown;
+    context?: unknown;
+    entities?: unknown;
+  }): RawDecision | undefined {
+    if (this.w.staticBytes() > STATIC_LIMIT) this.instantiate();
+    this.top = this.arenaBase;
+    let principal: number, action: number, resource: number, context: number;
+    let entTab: number;
+    let nEnt = 0;
+    try {
+      principal = this.uidOf(req.principal);
+      action = this.uidOf(req.action);
+      resource = this.uidOf(req.resource);
+      const ctx = req.context ?? {};
+      if (typeof ctx !== "object" || ctx === null || Array.isArray(ctx)) throw FALLBACK;
+      context = this.record(ctx as Record<string, unknown>);
+      const ents = req.entities ?? [];
+      if (!Array.isArray(ents)) throw FALLBACK;
+      nEnt = ents.length;
+      // encode attributes and tags first, then the contiguous entity table
+      const uids = new Array<number>(nEnt);
+      const attrs = new Array<number>(nEnt);
+      const tags = new Array<number>(nEnt);
+      const parents = new Array<number[]>(nEnt);
+      let tableBytes = 0;
+      for (let i = 0; i < nEnt; i++) {
+        const e = ents[i] as Record<string, unknown>;
+        if (typeof e !== "object" || e === null) throw FALLBACK;
+        for (const k in e) if (k !== "uid" && k !== "attrs" && k !== "parents" && k !== "tags") throw FALLBACK;
+        const un = this.uidOf(e.uid);
+        uids[i] = this.i32[(un >> 2) + 1]!;
+        const a = e.attrs;
+        if (typeof a !== "object" || a === null || Array.isArray(a)) throw FALLBACK;
+        attrs[i] = this.record(a as Record<string, unknown>);
+        const t = e.tags;
+        if (t === undefined) tags[i] = 0;
+        else {
+          if (typeof t !== "object" || t === null || Array.isArray(t)) throw FALLBACK;
+          tags[i] = this.record(t as Record<string, unknown>);
+        }
+        const ps = e.parents;
+        if (!Array.isArray(ps)) throw FALLBACK;
+        const pu = new Array<number>(ps.length);
+        for (let j = 0; j < ps.length; j++) {
+          const pn = this.uidOf(ps[j]);
+          pu[j] = this.i32[(pn >> 2) + 1]!;
+        }
+        parents[i] = pu;
+        tableBytes += 16 + 4 * pu.length;
+      }
+      entTab = this.alloc(tableBytes);
+      let w = entTab >> 2;
+      for (let i = 0; i < nEnt; i++) {
+        const pu = parents[i]!;
+        this.i32[w] = uids[i]!;
+        this.i32[w + 1] = attrs[i]!;
+        this.i32[w + 2] = tags[i]!;
+        this.i32[w + 3] = pu.length;
+        for (let j = 0; j < pu.length; j++) this.i32[w + 4 + j] = pu[j]!;
+        w += 4 + pu.length;
+      }
+    } catch (e) {
+      if (e === FALLBACK) return undefined;
+      throw e;
+    }
+    const d = this.w.authorize(principal, action, resource, context, entTab, nEnt, this.top);
+    if (d < 0) return undefined;
+    this.refresh();
+    const o = this.outPtr >> 2;
+    const nReasons = this.i32[o + 1]!;
+    const nErrors = this.i32[o + 2]!;
+    const n = this.ids.length;
+    const reasons = new Array<string>(nReasons);
+    for (let i = 0; i < nReasons; i++) reasons[i] = this.ids[this.i32[o + 3 + i]!]!;
+    const errors: { policyId: string; message: string }[] = [];
+    const eb = o + 3 + 2 * n;
+    for (let i = 0; i < nErrors; i++) {
+      const code = this.i32[eb + 2 * i + 1]!;
+      errors.push({
+        policyId: this.ids[this.i32[eb + 2 * i]!]!,
+        message: ERROR_MESSAGES[code] ?? `evaluation error ${code}`,
+      });
+    }
+    return { decision: d === 1 ? "allow" : "deny", reasons, errors };
+  }
+}
