@@ -4,6 +4,8 @@
  */
 const benches: Record<string, () => Promise<unknown>> = {
   issue: () => import("./issue.ts").then((m) => m.run()),
+  policy: () => import("./policy.ts").then((m) => m.run()),
+  crypto: () => import("./crypto.ts").then((m) => m.run()),
 };
 
 const names = process.argv.slice(2);

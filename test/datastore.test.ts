@@ -692,7 +692,12 @@ describe("schema v2: node aliases", () => {
   it("a join token carries an optional alias SPIFFE ID, returned once on consumption", async () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), "qhx-ds-v2-"));
     const ds = SqliteDatastore.open(path.join(dir, "ds.sqlite3"));
-    await ds.createJoinToken({ tokenHash: "a".repeat(64), expiresAt: 2e9, createdAt: 1, spiffeId: "spiffe://td/n1" });
+    await ds.createJoinToken({
+      tokenHash: "a".repeat(64),
+      expiresAt: 2e9,
+      createdAt: 1,
+      spiffeId: "spiffe://td/n1",
+    });
     await ds.createJoinToken({ tokenHash: "b".repeat(64), expiresAt: 2e9, createdAt: 1 });
     expect(await ds.consumeJoinToken("a".repeat(64), 10)).toMatchObject({ spiffeId: "spiffe://td/n1" });
     expect((await ds.consumeJoinToken("b".repeat(64), 10))?.spiffeId).toBeUndefined();

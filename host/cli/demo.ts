@@ -28,7 +28,9 @@ function findBin(): string {
   throw new Error("cannot find bin/qhx.js");
 }
 
-function waitForStart(child: ChildProcess): Promise<{ listen: string; healthListen: string; adminSocket: string }> {
+function waitForStart(
+  child: ChildProcess,
+): Promise<{ listen: string; healthListen: string; adminSocket: string }> {
   return new Promise((resolve, reject) => {
     let buf = "";
     const timer = setTimeout(() => reject(new Error("server did not start within 30 s")), 30_000);
@@ -38,7 +40,12 @@ function waitForStart(child: ChildProcess): Promise<{ listen: string; healthList
         const line = buf.slice(0, i);
         buf = buf.slice(i + 1);
         try {
-          const rec = JSON.parse(line) as { msg?: string; listen?: string; healthListen?: string; adminSocket?: string };
+          const rec = JSON.parse(line) as {
+            msg?: string;
+            listen?: string;
+            healthListen?: string;
+            adminSocket?: string;
+          };
           if (rec.msg === "server started") {
             clearTimeout(timer);
             resolve({ listen: rec.listen!, healthListen: rec.healthListen!, adminSocket: rec.adminSocket! });
@@ -95,7 +102,9 @@ export async function runDemo(opts: { keep?: boolean } = {}): Promise<number> {
   let client: SocketClient | undefined;
   try {
     const started = await waitForStart(child);
-    say(`  server pid ${child.pid} agent API on ${started.listen}, health on ${started.healthListen}, admin socket ${started.adminSocket}`);
+    say(
+      `  server pid ${child.pid} agent API on ${started.listen}, health on ${started.healthListen}, admin socket ${started.adminSocket}`,
+    );
     client = new SocketClient(started.adminSocket);
     const c = client;
 

@@ -6,7 +6,7 @@
  * Every workload X509-SVID carries it in a non-critical extension (a UTF8String), so relying parties and
  * policy can see it without asking the server.
  */
-import { Utf8String, fromBER } from "asn1js";
+import { ObjectIdentifier, Utf8String, fromBER } from "asn1js";
 import { VerificationError } from "./errors.ts";
 
 export const ASSURANCE_LEVELS = ["hardware", "key", "token"] as const;
@@ -18,8 +18,26 @@ export type Assurance = (typeof ASSURANCE_LEVELS)[number];
  */
 export const ASSURANCE_OID = `2.25.${BigInt("0x3a1e0c529f7b4c1d8e557c0d51f0a7b1").toString()}`;
 
+/**
+ * asn1js (under @peculiar/asn1-x509, which parses certificates) renders arcs beyond 2^53 in its own
+ * notation; compute that rendering once so a parsed extension can be recognised either way.
+ */
+const ASSURANCE_OID_AS_PARSED = (() => {
+  const der = new ObjectIdentifier({ value: ASSURANCE_OID }).toBER();
+  const r = fromBER(der);
+  return (r.result as ObjectIdentifier).getValue();
+})();
+
+export function isAssuranceOid(oid: string): boolean {
+  return oid === ASSURANCE_OID || oid === ASSURANCE_OID_AS_PARSED;
+}
+
 export function assuranceExtension(level: Assurance): { oid: string; critical: boolean; value: Uint8Array } {
-  return { oid: ASSURANCE_OID, critical: false, value: new Uint8Array(new Utf8String({ value: level }).toBER()) };
+  return {
+    oid: ASSURANCE_OID,
+    critical: false,
+    value: new Uint8Array(new Utf8String({ value: level }).toBER()),
+  };
 }
 
 /** Decode the extension's value; throws for anything but one of the known levels. */
@@ -36,7 +54,9 @@ export function decodeAssurance(value: Uint8Array): Assurance {
 }
 
 /** The assurance level an X509-SVID's certificate carries, if any. */
-export function assuranceOf(cert: { extensions: { oid: string; value: Uint8Array }[] }): Assurance | undefined {
-  const ext = cert.extensions.find((e) => e.oid === ASSURANCE_OID);
+export function assuranceOf(cert: {
+  extensions: { oid: string; value: Uint8Array }[];
+}): Assurance | undefined {
+  const ext = cert.extensions.find((e) => isAssuranceOid(e.oid));
   return ext ? decodeAssurance(ext.value) : undefined;
 }

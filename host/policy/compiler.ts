@@ -219,7 +219,10 @@ class Builder {
     if (isObj(x)) {
       if ("__entity" in x) return this.uid(x, "a literal");
       if ("__extn" in x || "__expr" in x) throw new UnsupportedConstruct("extension escape in a literal");
-      return { t: "rec", v: Object.keys(x).map((k) => [this.str(k), this.value(x[k])] as [number, ConstValue]) };
+      return {
+        t: "rec",
+        v: Object.keys(x).map((k) => [this.str(k), this.value(x[k])] as [number, ConstValue]),
+      };
     }
     throw new UnsupportedConstruct(`literal ${JSON.stringify(x)}`);
   }
@@ -299,21 +302,22 @@ class Builder {
       }
       case "is": {
         const o = v as Obj;
-        const isNode = this.node(OP.IS, [this.expr(o.left), this.str(String(o.entity_type))], [
-          RELOC.CHILD,
-          RELOC.STR,
-        ]);
+        const isNode = this.node(
+          OP.IS,
+          [this.expr(o.left), this.str(String(o.entity_type))],
+          [RELOC.CHILD, RELOC.STR],
+        );
         if (o.in === undefined) return isNode;
         const inNode = this.node(OP.IN, [this.expr(o.left), this.expr(o.in)], [RELOC.CHILD, RELOC.CHILD]);
         return this.node(OP.AND, [isNode, inNode], [RELOC.CHILD, RELOC.CHILD]);
       }
       case "if-then-else": {
         const o = v as Obj;
-        return this.node(OP.ITE, [this.expr(o.if), this.expr(o.then), this.expr(o.else)], [
-          RELOC.CHILD,
-          RELOC.CHILD,
-          RELOC.CHILD,
-        ]);
+        return this.node(
+          OP.ITE,
+          [this.expr(o.if), this.expr(o.then), this.expr(o.else)],
+          [RELOC.CHILD, RELOC.CHILD, RELOC.CHILD],
+        );
       }
       case "Set": {
         if (!Array.isArray(v)) throw new UnsupportedConstruct("set literal");

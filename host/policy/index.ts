@@ -98,7 +98,8 @@ function policyEntries(policies: string | Record<string, string>): [string, stri
     throw new QhxError("QHX_POLICY_PARSE", "policies must be Cedar text or a record of policy id → text");
   }
   return Object.entries(policies).map(([id, text]) => {
-    if (typeof text !== "string") throw new QhxError("QHX_POLICY_PARSE", `policy ${id}: text must be a string`);
+    if (typeof text !== "string")
+      throw new QhxError("QHX_POLICY_PARSE", `policy ${id}: text must be a string`);
     return [id, text];
   });
 }
@@ -127,7 +128,9 @@ function cedarExtOk(fn: "ip" | "decimal", arg: string): boolean {
   if (!/^[0-9a-fA-F.:/-]*$/.test(arg)) return false;
   const r = cedar.isAuthorized({
     ...EXT_CHECK_REQ,
-    policies: { staticPolicies: `permit(principal, action, resource) when { ${fn}("${arg}") == ${fn}("${arg}") };` },
+    policies: {
+      staticPolicies: `permit(principal, action, resource) when { ${fn}("${arg}") == ${fn}("${arg}") };`,
+    },
   });
   return r.type === "success" && r.response.decision === "allow";
 }
@@ -137,7 +140,8 @@ function schemaActionEntities(schema: string | Record<string, unknown>): CedarEn
   let json: Record<string, { actions?: Record<string, { memberOf?: { id: string; type?: string }[] }> }>;
   if (typeof schema === "string") {
     const r = cedar.schemaToJson(schema);
-    if (r.type === "failure") throw new QhxError("QHX_POLICY_SCHEMA", `invalid schema: ${formatErrors(r.errors)}`);
+    if (r.type === "failure")
+      throw new QhxError("QHX_POLICY_SCHEMA", `invalid schema: ${formatErrors(r.errors)}`);
     json = r.json as typeof json;
   } else {
     json = schema as typeof json;
@@ -231,7 +235,10 @@ export async function compilePolicies(opts: CompilePoliciesOptions): Promise<Com
       preparsedPolicySetId: psetId,
     });
     if (r.type === "failure") {
-      throw new QhxError("QHX_POLICY_REQUEST_INVALID", `invalid authorization request: ${formatErrors(r.errors)}`);
+      throw new QhxError(
+        "QHX_POLICY_REQUEST_INVALID",
+        `invalid authorization request: ${formatErrors(r.errors)}`,
+      );
     }
     const d = r.response.diagnostics;
     return {
@@ -333,4 +340,3 @@ export function assertIssuanceAllowed(set: CompiledPolicySet, input: IssuanceInp
     { hint: "see `qhx policy show` and `qhx policy test`" },
   );
 }
-

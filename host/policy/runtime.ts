@@ -481,7 +481,8 @@ export class CompiledEvaluator {
       for (let i = 0; i < nEnt; i++) {
         const e = ents[i] as Record<string, unknown>;
         if (typeof e !== "object" || e === null) throw FALLBACK;
-        for (const k in e) if (k !== "uid" && k !== "attrs" && k !== "parents" && k !== "tags") throw FALLBACK;
+        for (const k in e)
+          if (k !== "uid" && k !== "attrs" && k !== "parents" && k !== "tags") throw FALLBACK;
         const un = this.uidOf(e.uid);
         uids[i] = this.i32[(un >> 2) + 1]!;
         const a = e.attrs;

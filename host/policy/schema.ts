@@ -104,7 +104,10 @@ export const namespaceUid = (trustDomain: string, namespace: string): EntityUidJ
   id: `${trustDomain}/${namespace}`,
 });
 
-export const trustDomainUid = (trustDomain: string): EntityUidJson => ({ type: "TrustDomain", id: trustDomain });
+export const trustDomainUid = (trustDomain: string): EntityUidJson => ({
+  type: "TrustDomain",
+  id: trustDomain,
+});
 
 export const workloadUid = (spiffeId: string): EntityUidJson => ({ type: "Workload", id: spiffeId });
 

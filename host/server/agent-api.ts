@@ -66,7 +66,11 @@ export class AgentApi {
   private readonly sessions = new Map<string, Session>();
   readonly agentSvidTtlMs: number;
 
-  constructor(core: ServerCore, verifiers: Map<string, NodeAttestorVerifier>, agentSvidTtlMs = parseDuration("1h")) {
+  constructor(
+    core: ServerCore,
+    verifiers: Map<string, NodeAttestorVerifier>,
+    agentSvidTtlMs = parseDuration("1h"),
+  ) {
     this.core = core;
     this.verifiers = verifiers;
     this.agentSvidTtlMs = agentSvidTtlMs;
@@ -108,7 +112,8 @@ export class AgentApi {
               ? 403
               : 400;
       if (status === 500) this.core.log.error({ err: e, path: req.path }, "agent API request failed");
-      else if (status === 401 || status === 403) this.core.log.warn({ path: req.path, reason: (e as Error).message }, "agent refused");
+      else if (status === 401 || status === 403)
+        this.core.log.warn({ path: req.path, reason: (e as Error).message }, "agent refused");
       const err = isQhxError(e)
         ? { code: e.code, message: e.message, ...(e.hint ? { hint: e.hint } : {}) }
         : { code: "QHX_INTERNAL", message: "internal error; see the server log" };
@@ -132,9 +137,13 @@ export class AgentApi {
       if (typeof name !== "string") throw new ValidationError("is required", "attestor");
       const v = this.verifiers.get(name);
       if (!v) {
-        throw new QhxError("QHX_ATTESTATION_FAILED", `node attestor "${name}" is not enabled on this server`, {
-          hint: `enabled: ${[...this.verifiers.keys()].join(", ")}`,
-        });
+        throw new QhxError(
+          "QHX_ATTESTATION_FAILED",
+          `node attestor "${name}" is not enabled on this server`,
+          {
+            hint: `enabled: ${[...this.verifiers.keys()].join(", ")}`,
+          },
+        );
       }
       verifier = v;
       step = await v.begin(body.payload);
@@ -186,7 +195,10 @@ export class AgentApi {
   /** Verify the caller's X509-SVID and load its node record. */
   private async authenticate(req: AgentRequest): Promise<AttestedNode> {
     if (req.peerChain.length === 0) {
-      throw new QhxError("QHX_UNAUTHENTICATED", "this endpoint needs the agent's X509-SVID as TLS client certificate");
+      throw new QhxError(
+        "QHX_UNAUTHENTICATED",
+        "this endpoint needs the agent's X509-SVID as TLS client certificate",
+      );
     }
     let id: string;
     let serial: string;
@@ -291,4 +303,3 @@ export class AgentApi {
     return { token: r.token, expires_at: Math.floor(r.expiresAt.getTime() / 1000) };
   }
 }
-

@@ -82,7 +82,10 @@ export const serverConfigSchema = z
     agent_svid_ttl: duration.default(parseDuration("1h")),
     node_attestors: z
       .object({
-        x509pop: z.object({ ca_bundle_file: z.string().min(1) }).strict().optional(),
+        x509pop: z
+          .object({ ca_bundle_file: z.string().min(1) })
+          .strict()
+          .optional(),
       })
       .strict()
       .default({}),

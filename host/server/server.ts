@@ -149,12 +149,20 @@ export async function startServer(
     p.finally(() => inflight.delete(p));
   });
 
-  const agentApi = new AgentApi(core, nodeAttestorVerifiers(cfg.nodeAttestors, core.ds, opts.clock), cfg.agentSvidTtlMs);
+  const agentApi = new AgentApi(
+    core,
+    nodeAttestorVerifiers(cfg.nodeAttestors, core.ds, opts.clock),
+    cfg.agentSvidTtlMs,
+  );
   const serverId = `spiffe://${cfg.trustDomain}/qhx/server`;
   let identityRenewAt = 0;
   const serverIdentity = async () => {
     const kp = generateKeyPair("ec-p256");
-    const r = await core.issueX509({ spiffeId: serverId, publicKey: kp.publicKey, ttlMs: cfg.defaultX509SvidTtlMs });
+    const r = await core.issueX509({
+      spiffeId: serverId,
+      publicKey: kp.publicKey,
+      ttlMs: cfg.defaultX509SvidTtlMs,
+    });
     const now = opts.clock.now().getTime();
     identityRenewAt = now + (r.notAfter.getTime() - now) / 2;
     return {
@@ -181,7 +189,12 @@ export async function startServer(
             if (peerChain.length > 0 && c.raw.equals(Buffer.from(peerChain[peerChain.length - 1]!))) break;
             peerChain.push(new Uint8Array(c.raw));
           }
-          const r = await agentApi.handle({ method: req.method ?? "GET", path: url.pathname, body, peerChain });
+          const r = await agentApi.handle({
+            method: req.method ?? "GET",
+            path: url.pathname,
+            body,
+            peerChain,
+          });
           send(res, r.status, r.body);
         } catch (e) {
           send(res, 400, errorBody(e));
@@ -244,7 +257,11 @@ export async function startServer(
       .rotate()
       .then(async () => {
         if (opts.clock.now().getTime() >= identityRenewAt) {
-          agentServer.setSecureContext({ ...(await serverIdentity()), minVersion: "TLSv1.3", ecdhCurve: "X25519MLKEM768:X25519:P-256" });
+          agentServer.setSecureContext({
+            ...(await serverIdentity()),
+            minVersion: "TLSv1.3",
+            ecdhCurve: "X25519MLKEM768:X25519:P-256",
+          });
           log.info("server TLS identity renewed");
         }
       })

@@ -45,40 +45,48 @@ describe.each(SETS)("%s Wycheproof verify vectors", (params) => {
 
 describe.each(SETS)("%s three-way differential (kernel, node:crypto, noble)", (params) => {
   const noble = NOBLE[params];
-  const n = caseCount(params === "ML-DSA-65" ? 120 : 60);
+  const n = caseCount(300);
 
   it(`${n} random keys, messages and contexts`, () => {
     for (let i = 0; i < n; i++) {
+      // noble is ~10x slower than the others: it checks every 4th case (every case with QHX_LONG_TESTS=1)
+      const withNoble = i % 4 === 0 || n >= 10_000;
       const seed = randomBytes(32);
       const kernelKeys = (i % 2 ? scalar : simd).mlDsa.keygen(params, seed);
-      const nobleKeys = noble.keygen(seed);
-      expect(toHex(kernelKeys.publicKey)).toBe(toHex(nobleKeys.publicKey));
-      expect(toHex(kernelKeys.secretKey)).toBe(toHex(nobleKeys.secretKey));
-      if (i % 8 === 0) {
-        const nativeKeys = native.mlDsa.keygen(params, seed);
-        expect(toHex(nativeKeys.publicKey)).toBe(toHex(nobleKeys.publicKey));
-        expect(toHex(nativeKeys.secretKey)).toBe(toHex(nobleKeys.secretKey));
+      const nativeKeys = native.mlDsa.keygen(params, seed);
+      expect(toHex(kernelKeys.publicKey)).toBe(toHex(nativeKeys.publicKey));
+      expect(toHex(kernelKeys.secretKey)).toBe(toHex(nativeKeys.secretKey));
+      if (withNoble) {
+        const nobleKeys = noble.keygen(seed);
+        expect(toHex(kernelKeys.publicKey)).toBe(toHex(nobleKeys.publicKey));
+        expect(toHex(kernelKeys.secretKey)).toBe(toHex(nobleKeys.secretKey));
       }
       const { publicKey: pk, secretKey: sk } = kernelKeys;
       const msg = randomBytes(i % 5 === 0 ? 0 : (i * 97) % 3000);
       const ctx = i % 3 === 0 ? undefined : randomBytes((i * 31) % 256);
       const opts = ctx === undefined ? {} : { context: ctx };
 
-      // deterministic: byte-equal to noble
+      // deterministic and explicit-randomness signatures: the two kernel builds agree, and equal noble's
       const det = simd.mlDsa.sign(params, sk, msg, { ...opts, random: false });
-      expect(toHex(det)).toBe(toHex(noble.sign(msg, sk, { ...opts, extraEntropy: false })));
-      // hedged with explicit randomness: byte-equal to noble with the same extraEntropy
       const rnd = randomBytes(32);
       const hedged = scalar.mlDsa.sign(params, sk, msg, { ...opts, random: rnd });
-      expect(toHex(hedged)).toBe(toHex(noble.sign(msg, sk, { ...opts, extraEntropy: rnd })));
+      if (withNoble) {
+        expect(toHex(det)).toBe(toHex(noble.sign(msg, sk, { ...opts, extraEntropy: false })));
+        expect(toHex(hedged)).toBe(toHex(noble.sign(msg, sk, { ...opts, extraEntropy: rnd })));
+      } else {
+        expect(toHex(scalar.mlDsa.sign(params, sk, msg, { ...opts, random: false }))).toBe(toHex(det));
+      }
       // node:crypto signs; everyone verifies everyone
       const nat = native.mlDsa.sign(params, sk, msg, opts);
       for (const sig of [det, hedged, nat]) {
         expect(simd.mlDsa.verify(params, pk, msg, sig, ctx)).toBe(true);
         expect(native.mlDsa.verify(params, pk, msg, sig, ctx)).toBe(true);
       }
-      expect(noble.verify(hedged, msg, pk, opts)).toBe(true);
-      expect(noble.verify(nat, msg, pk, opts)).toBe(true);
+      expect(scalar.mlDsa.verify(params, pk, msg, nat, ctx)).toBe(true);
+      if (withNoble) {
+        expect(noble.verify(hedged, msg, pk, opts)).toBe(true);
+        expect(noble.verify(nat, msg, pk, opts)).toBe(true);
+      }
       // mutations: signature byte, message, context, public key
       const bad = hedged.slice();
       const at = (i * 131) % bad.length;
@@ -86,12 +94,13 @@ describe.each(SETS)("%s three-way differential (kernel, node:crypto, noble)", (p
       const k = simd.mlDsa.verify(params, pk, msg, bad, ctx);
       expect(scalar.mlDsa.verify(params, pk, msg, bad, ctx)).toBe(k);
       expect(native.mlDsa.verify(params, pk, msg, bad, ctx)).toBe(k);
-      expect(noble.verify(bad, msg, pk, opts)).toBe(k);
+      if (withNoble) expect(noble.verify(bad, msg, pk, opts)).toBe(k);
       const msg2 = Buffer.concat([msg, Buffer.from([i & 255])]);
       expect(simd.mlDsa.verify(params, pk, msg2, hedged, ctx)).toBe(false);
       expect(simd.mlDsa.verify(params, pk, msg, hedged, randomBytes(3))).toBe(false);
       const pk2 = pk.slice();
-      pk2[(i * 7) % pk2.length] ^= 0x10;
+      const pa = (i * 7) % pk2.length;
+      pk2[pa] = pk2[pa]! ^ 0x10;
       expect(simd.mlDsa.verify(params, pk2, msg, hedged, ctx)).toBe(false);
       expect(native.mlDsa.verify(params, pk2, msg, hedged, ctx)).toBe(false);
     }

@@ -34,7 +34,9 @@ describe("qhx server + CLI over the admin socket", () => {
     const metrics = await (await fetch(`http://${srv.healthListen}/metrics`)).text();
     expect(metrics).toMatch(/qhx_bundle_sequence 1/);
     expect(metrics).toMatch(/qhx_process_/);
-    const bundle = (await (await fetch(`http://${srv.healthListen}/bundle`)).json()) as { spiffe_sequence: number };
+    const bundle = (await (await fetch(`http://${srv.healthListen}/bundle`)).json()) as {
+      spiffe_sequence: number;
+    };
     expect(bundle.spiffe_sequence).toBe(1);
     expect((await fetch(`http://${srv.healthListen}/nope`)).status).toBe(404);
     expect(qhx(["server", "healthcheck", ...sock()]).status).toBe(0);

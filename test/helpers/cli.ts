@@ -62,35 +62,37 @@ export async function startServerProcess(extra: string[] = [], td = "example.org
   child.stderr!.on("data", (c: Buffer) => {
     stderr += c.toString();
   });
-  const started = await new Promise<{ listen: string; healthListen: string; adminSocket: string }>((resolve, reject) => {
-    let buf = "";
-    const timer = setTimeout(() => reject(new Error(`server did not start: ${stderr}`)), 30_000);
-    child.stdout!.on("data", (c: Buffer) => {
-      buf += c.toString();
-      for (let i = buf.indexOf("\n"); i >= 0; i = buf.indexOf("\n")) {
-        const line = buf.slice(0, i);
-        buf = buf.slice(i + 1);
-        try {
-          const rec = JSON.parse(line) as Record<string, unknown>;
-          logs.push(rec);
-          if (rec.msg === "server started") {
-            clearTimeout(timer);
-            resolve({
-              listen: rec.listen as string,
-              healthListen: rec.healthListen as string,
-              adminSocket: rec.adminSocket as string,
-            });
+  const started = await new Promise<{ listen: string; healthListen: string; adminSocket: string }>(
+    (resolve, reject) => {
+      let buf = "";
+      const timer = setTimeout(() => reject(new Error(`server did not start: ${stderr}`)), 30_000);
+      child.stdout!.on("data", (c: Buffer) => {
+        buf += c.toString();
+        for (let i = buf.indexOf("\n"); i >= 0; i = buf.indexOf("\n")) {
+          const line = buf.slice(0, i);
+          buf = buf.slice(i + 1);
+          try {
+            const rec = JSON.parse(line) as Record<string, unknown>;
+            logs.push(rec);
+            if (rec.msg === "server started") {
+              clearTimeout(timer);
+              resolve({
+                listen: rec.listen as string,
+                healthListen: rec.healthListen as string,
+                adminSocket: rec.adminSocket as string,
+              });
+            }
+          } catch {
+            /* ignore */
           }
-        } catch {
-          /* ignore */
         }
-      }
-    });
-    child.once("exit", (code) => {
-      clearTimeout(timer);
-      reject(new Error(`server exited ${code}: ${stderr}`));
-    });
-  });
+      });
+      child.once("exit", (code) => {
+        clearTimeout(timer);
+        reject(new Error(`server exited ${code}: ${stderr}`));
+      });
+    },
+  );
   const stop = async (signal: NodeJS.Signals = "SIGTERM") => {
     if (child.exitCode !== null) return child.exitCode;
     const exited = new Promise<number | null>((r) => child.once("exit", (code) => r(code)));

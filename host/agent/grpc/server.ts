@@ -387,7 +387,9 @@ function singleHeader(v: string | string[] | undefined): string | undefined {
 }
 
 function isGrpcContentType(ct: string): boolean {
-  return ct === "application/grpc" || ct.startsWith("application/grpc+") || ct.startsWith("application/grpc;");
+  return (
+    ct === "application/grpc" || ct.startsWith("application/grpc+") || ct.startsWith("application/grpc;")
+  );
 }
 
 /** Removes a Unix socket left by a dead process; refuses to touch a live one or a non-socket. */
@@ -468,7 +470,8 @@ export class GrpcServer {
    * one (something accepts connections on it) or a non-socket file is an error.
    */
   async listen(socketPath: string): Promise<void> {
-    if (this.listeningPath) throw new QhxError("QHX_INVALID_ARGUMENT", "the gRPC server is already listening");
+    if (this.listeningPath)
+      throw new QhxError("QHX_INVALID_ARGUMENT", "the gRPC server is already listening");
     await removeStaleSocket(socketPath);
     await new Promise<void>((resolve, reject) => {
       const onError = (e: Error) => reject(e);
@@ -638,7 +641,8 @@ export class GrpcServer {
 
       const firstRequest = async (): Promise<ProtoMessage> => {
         const bytes = await call.requests.next();
-        if (bytes === undefined) throw new GrpcError(GrpcStatus.INTERNAL, "the client sent no request message");
+        if (bytes === undefined)
+          throw new GrpcError(GrpcStatus.INTERNAL, "the client sent no request message");
         return decode(bytes);
       };
 
@@ -660,7 +664,9 @@ export class GrpcServer {
             [Symbol.asyncIterator]: () => ({
               next: async (): Promise<IteratorResult<ProtoMessage>> => {
                 const bytes = await call.requests.next();
-                return bytes === undefined ? { done: true, value: undefined } : { done: false, value: decode(bytes) };
+                return bytes === undefined
+                  ? { done: true, value: undefined }
+                  : { done: false, value: decode(bytes) };
               },
             }),
           };

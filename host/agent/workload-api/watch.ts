@@ -6,7 +6,7 @@ import type { TrustBundle } from "../../core/bundle-types.ts";
 import type { Logger } from "../../server/logger.ts";
 import { GrpcError, GrpcStatus } from "../grpc/server.ts";
 import type { PeerCred } from "../workload/types.ts";
-import type { WorkloadIdentities, WorkloadIdentityProvider } from "./types.ts";
+import type { WorkloadIdentities, WorkloadIdentityProvider, WorkloadX509Svid } from "./types.ts";
 
 /** `spiffe://<td>`: the key of a bundle in Workload API maps and the SDS resource name of a bundle. */
 export function trustDomainId(trustDomain: string): string {
@@ -78,6 +78,20 @@ export async function watchIdentities(
     unsubscribe();
     signal.removeEventListener("abort", poke);
   }
+}
+
+/** The caller's SVIDs, default first, dropping any whose non-empty hint an earlier SVID already has. */
+export function filterHints(svids: readonly WorkloadX509Svid[]): WorkloadX509Svid[] {
+  const seen = new Set<string>();
+  const out: WorkloadX509Svid[] = [];
+  for (const s of svids) {
+    if (s.hint) {
+      if (seen.has(s.hint)) continue;
+      seen.add(s.hint);
+    }
+    out.push(s);
+  }
+  return out;
 }
 
 /** The bundle of a trust domain among the caller's bundles. */

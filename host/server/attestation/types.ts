@@ -12,8 +12,7 @@ export interface NodeAttestation {
 
 /** One round of a challenge–response attestation: either done, or a challenge to answer. */
 export type AttestationStep =
-  | { done: NodeAttestation }
-  | { challenge: unknown; answer(response: unknown): Promise<AttestationStep> };
+  { done: NodeAttestation } | { challenge: unknown; answer(response: unknown): Promise<AttestationStep> };
 
 /**
  * The server half of a node attestor. The agent half lives in host/agent/attestors/. One file per

@@ -22,7 +22,8 @@ export class X509PopVerifier implements NodeAttestorVerifier {
 
   constructor(caBundlePem: string, clock: Clock) {
     this.roots = fromPem(caBundlePem).map((d) => new crypto.X509Certificate(d));
-    if (this.roots.length === 0) throw new QhxError("QHX_INVALID_CONFIG", "x509pop: the CA bundle has no certificate");
+    if (this.roots.length === 0)
+      throw new QhxError("QHX_INVALID_CONFIG", "x509pop: the CA bundle has no certificate");
     this.clock = clock;
   }
 
@@ -54,7 +55,10 @@ export class X509PopVerifier implements NodeAttestorVerifier {
             nodeId: leaf.fingerprint.replace(/:/g, "").toLowerCase(),
             selectors: [
               ...(cn ? [{ type: "x509pop", value: `subject:cn:${cn}` }] : []),
-              { type: "x509pop", value: `fingerprint:${leaf.fingerprint256.replace(/:/g, "").toLowerCase()}` },
+              {
+                type: "x509pop",
+                value: `fingerprint:${leaf.fingerprint256.replace(/:/g, "").toLowerCase()}`,
+              },
               ...chain.slice(1).map((c) => ({
                 type: "x509pop",
                 value: `ca:fingerprint:${c.fingerprint256.replace(/:/g, "").toLowerCase()}`,
@@ -70,7 +74,8 @@ export class X509PopVerifier implements NodeAttestorVerifier {
   private verifyChain(chain: crypto.X509Certificate[]): void {
     const now = this.clock.now();
     for (const c of chain) {
-      if (new Date(c.validFrom) > now || new Date(c.validTo) < now) throw fail(`certificate ${c.subject} is not valid now`);
+      if (new Date(c.validFrom) > now || new Date(c.validTo) < now)
+        throw fail(`certificate ${c.subject} is not valid now`);
     }
     if (chain[0]!.ca) throw fail("the leaf is a CA certificate");
     for (let i = 0; i + 1 < chain.length; i++) {

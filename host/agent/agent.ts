@@ -1,0 +1,470 @@
+/**
+ * The QHx agent: attests its node to the server, keeps its own X509-SVID fresh, syncs the registration
+ * entries that apply to its node, and keeps an X509-SVID for each of them — keys generated here, never
+ * sent anywhere — rotated at about half their life with random jitter. It serves them to workloads
+ * (Workload API / SDS) through the WorkloadIdentityProvider interface, after attesting each caller.
+ *
+ * When the server is unreachable the agent keeps serving what it has while it is valid, never anything
+ * expired, and retries with exponential backoff.
+ */
+import crypto, { type KeyObject } from "node:crypto";
+import { EventEmitter } from "node:events";
+import fs from "node:fs";
+import path from "node:path";
+import { type SvidKeyAlg, generateKeyPair } from "../core/alg.ts";
+import { bundleToSpiffeJson, parseSpiffeBundle } from "../core/bundle.ts";
+import type { TrustBundle } from "../core/bundle-types.ts";
+import type { Clock } from "../core/clock.ts";
+import { QhxError, formatError } from "../core/errors.ts";
+import { fromPem, toPem } from "../core/pem.ts";
+import { parseCertificate } from "../core/x509.ts";
+import type { RegistrationEntry, Selector } from "../server/datastore/types.ts";
+import { writeFileAtomic } from "../server/keymanager/disk.ts";
+import type { Logger } from "../server/logger.ts";
+import type { NodeAttestorClient } from "./attestors/index.ts";
+import { ServerClient, spkiPem } from "./server-client.ts";
+import { attestWorkload } from "./workload/index.ts";
+import type { PeerCred, WorkloadAttestor } from "./workload/types.ts";
+import type { WorkloadIdentities, WorkloadIdentityProvider, WorkloadX509Svid } from "./workload-api/types.ts";
+
+export interface AgentOptions {
+  trustDomain: string;
+  server: { host: string; port: number };
+  /** initial trust anchors (bootstrap bundle), DER; empty only with insecureBootstrap */
+  bootstrapRoots: Uint8Array[];
+  insecureBootstrap: boolean;
+  dataDir: string;
+  attestor: NodeAttestorClient;
+  workloadAttestors: WorkloadAttestor[];
+  workloadKeyType: SvidKeyAlg;
+  syncIntervalMs: number;
+  clock: Clock;
+  logger: Logger;
+}
+
+interface CachedSvid {
+  entry: RegistrationEntry;
+  svid: WorkloadX509Svid;
+  notBefore: number;
+  /** ms epoch when to rotate */
+  renewAt: number;
+}
+
+interface EntryJson {
+  id: string;
+  spiffe_id: string;
+  parent_id: string;
+  selectors: string[];
+  namespace: string;
+  labels: Record<string, string>;
+  x509_svid_ttl: number;
+  jwt_svid_ttl: number;
+  dns_names: string[];
+  federates_with: string[];
+  admin: boolean;
+  expires_at: number | null;
+  created_at: number;
+  updated_at: number;
+  revision: number;
+}
+
+function entryFromJson(j: EntryJson): RegistrationEntry {
+  return {
+    id: j.id,
+    spiffeId: j.spiffe_id,
+    parentId: j.parent_id,
+    selectors: j.selectors.map((s) => {
+      const i = s.indexOf(":");
+      return { type: s.slice(0, i), value: s.slice(i + 1) };
+    }),
+    namespace: j.namespace,
+    labels: j.labels,
+    x509SvidTtl: j.x509_svid_ttl,
+    jwtSvidTtl: j.jwt_svid_ttl,
+    dnsNames: j.dns_names,
+    federatesWith: j.federates_with,
+    admin: j.admin,
+    expiresAt: j.expires_at,
+    createdAt: j.created_at,
+    updatedAt: j.updated_at,
+    revision: j.revision,
+  };
+}
+
+/** Renew at half of the remaining life, plus up to 10% of the life as jitter (no rotation storms). */
+export function renewTime(notBeforeMs: number, notAfterMs: number, random = Math.random()): number {
+  const life = notAfterMs - notBeforeMs;
+  return notBeforeMs + life / 2 + random * life * 0.1;
+}
+
+function selectorsMatch(entrySelectors: Selector[], have: Selector[]): boolean {
+  const set = new Set(have.map((s) => `${s.type}:${s.value}`));
+  return entrySelectors.every((s) => set.has(`${s.type}:${s.value}`));
+}
+
+export class Agent implements WorkloadIdentityProvider {
+  private readonly o: AgentOptions;
+  private readonly log: Logger;
+  private readonly events = new EventEmitter();
+  private client: ServerClient;
+  private agentId = "";
+  private assurance = "";
+  private agentKey: KeyObject | undefined;
+  private agentChain: Uint8Array[] = [];
+  private agentNotAfter = 0;
+  private agentRenewAt = 0;
+  private bundle: TrustBundle | undefined;
+  private entries: RegistrationEntry[] = [];
+  private readonly cache = new Map<string, CachedSvid>();
+  private readonly jwtCache = new Map<string, { token: string; renewAt: number; expiresAt: number }>();
+  private timer: NodeJS.Timeout | undefined;
+  private backoffMs = 0;
+  private stopped = false;
+  private syncing: Promise<void> | undefined;
+  lastSyncOk = 0;
+
+  constructor(o: AgentOptions) {
+    this.o = o;
+    this.log = o.logger;
+    this.events.setMaxListeners(0);
+    this.client = new ServerClient({
+      host: o.server.host,
+      port: o.server.port,
+      trustDomain: o.trustDomain,
+      roots: o.bootstrapRoots,
+      insecure: o.insecureBootstrap && o.bootstrapRoots.length === 0,
+    });
+  }
+
+  private get dir(): string {
+    return path.join(this.o.dataDir, "agent");
+  }
+
+  private nowMs(): number {
+    return this.o.clock.now().getTime();
+  }
+
+  get id(): string {
+    return this.agentId;
+  }
+
+  get assuranceLevel(): string {
+    return this.assurance;
+  }
+
+  trustBundle(): TrustBundle | undefined {
+    return this.bundle;
+  }
+
+  /** Attest (or resume from a stored, still-valid agent SVID), sync once, then keep syncing. */
+  async start(): Promise<void> {
+    fs.mkdirSync(this.dir, { recursive: true, mode: 0o700 });
+    if (!this.resume()) await this.attest();
+    await this.syncOnce();
+    this.schedule(this.o.syncIntervalMs);
+  }
+
+  private resume(): boolean {
+    try {
+      const state = JSON.parse(fs.readFileSync(path.join(this.dir, "state.json"), "utf8")) as {
+        agent_id: string;
+        assurance: string;
+      };
+      const chain = fromPem(fs.readFileSync(path.join(this.dir, "svid.pem"), "utf8"));
+      const key = crypto.createPrivateKey(fs.readFileSync(path.join(this.dir, "svid.key")));
+      const bundle = parseSpiffeBundle(
+        fs.readFileSync(path.join(this.dir, "bundle.json"), "utf8"),
+        this.o.trustDomain,
+      );
+      const leaf = parseCertificate(chain[0]!);
+      if (leaf.notAfter.getTime() <= this.nowMs() + 5000) {
+        this.log.info({ agentId: state.agent_id }, "stored agent SVID expired; attesting again");
+        return false;
+      }
+      this.agentId = state.agent_id;
+      this.assurance = state.assurance;
+      this.setAgentCredentials(chain, key);
+      this.setBundle(bundle);
+      this.log.info(
+        { agentId: this.agentId, notAfter: leaf.notAfter.toISOString() },
+        "resumed with stored agent SVID",
+      );
+      return true;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== "ENOENT") {
+        this.log.warn({ reason: formatError(e) }, "stored agent state unusable; attesting again");
+      }
+      return false;
+    }
+  }
+
+  private setAgentCredentials(chain: Uint8Array[], key: KeyObject): void {
+    const leaf = parseCertificate(chain[0]!);
+    this.agentKey = key;
+    this.agentChain = chain;
+    this.agentNotAfter = leaf.notAfter.getTime();
+    this.agentRenewAt = renewTime(leaf.notBefore.getTime(), leaf.notAfter.getTime());
+    this.client.update({
+      clientCert: {
+        cert: chain.map((d) => toPem(d)).join(""),
+        key: key.export({ type: "pkcs8", format: "pem" }) as string,
+      },
+    });
+  }
+
+  private setBundle(b: TrustBundle): void {
+    const changed = !this.bundle || this.bundle.sequence !== b.sequence;
+    this.bundle = b;
+    if (changed) {
+      this.client.update({ roots: b.x509Authorities, insecure: false });
+      writeFileAtomic(path.join(this.dir, "bundle.json"), bundleToSpiffeJson(b), 0o644);
+    }
+  }
+
+  private persistAgent(): void {
+    writeFileAtomic(
+      path.join(this.dir, "svid.key"),
+      this.agentKey!.export({ type: "pkcs8", format: "pem" }) as string,
+      0o600,
+    );
+    writeFileAtomic(path.join(this.dir, "svid.pem"), this.agentChain.map((d) => toPem(d)).join(""), 0o644);
+    writeFileAtomic(
+      path.join(this.dir, "state.json"),
+      `${JSON.stringify({ agent_id: this.agentId, assurance: this.assurance })}\n`,
+      0o644,
+    );
+  }
+
+  private async attest(): Promise<void> {
+    if (this.o.insecureBootstrap && this.o.bootstrapRoots.length === 0) {
+      this.log.warn(
+        "INSECURE BOOTSTRAP: the server's identity is NOT verified for node attestation; anyone on the path " +
+          "can impersonate it. Give --trust-bundle instead.",
+      );
+    }
+    const kp = generateKeyPair("ec-p256");
+    const a = this.o.attestor;
+    let r = await this.client.call<Record<string, unknown>>("POST", "/agent/v1/attest", {
+      attestor: a.name,
+      payload: await a.payload(),
+      public_key: spkiPem(kp.publicKey),
+    });
+    for (let round = 0; r.challenge !== undefined; round++) {
+      if (round >= 5) throw new QhxError("QHX_ATTESTATION_FAILED", "too many attestation rounds");
+      r = await this.client.call<Record<string, unknown>>("POST", "/agent/v1/attest", {
+        session: r.session,
+        response: await a.answer(r.challenge),
+        public_key: spkiPem(kp.publicKey),
+      });
+    }
+    const res = r as { agent_id: string; svid: string[]; bundle: string; assurance: string };
+    this.agentId = res.agent_id;
+    this.assurance = res.assurance;
+    this.setBundle(parseSpiffeBundle(res.bundle, this.o.trustDomain));
+    this.setAgentCredentials(
+      res.svid.flatMap((p) => fromPem(p)),
+      kp.privateKey,
+    );
+    this.persistAgent();
+    this.log.info({ agentId: this.agentId, attestor: a.name, assurance: this.assurance }, "node attested");
+  }
+
+  private async renewAgent(): Promise<void> {
+    const kp = generateKeyPair("ec-p256");
+    const r = await this.client.call<{ svid: string[] }>("POST", "/agent/v1/renew", {
+      public_key: spkiPem(kp.publicKey),
+    });
+    this.setAgentCredentials(
+      r.svid.flatMap((p) => fromPem(p)),
+      kp.privateKey,
+    );
+    this.persistAgent();
+    this.log.info(
+      { agentId: this.agentId, notAfter: new Date(this.agentNotAfter).toISOString() },
+      "agent SVID renewed",
+    );
+  }
+
+  private schedule(ms: number): void {
+    if (this.stopped) return;
+    clearTimeout(this.timer);
+    this.timer = setTimeout(() => {
+      this.syncOnce().then(
+        () => {
+          this.backoffMs = 0;
+          this.schedule(this.o.syncIntervalMs);
+        },
+        (e) => {
+          this.backoffMs = Math.min(Math.max(this.backoffMs * 2, 500), 30_000);
+          this.log.warn(
+            { reason: formatError(e), retryInMs: this.backoffMs },
+            "sync with server failed; serving cache",
+          );
+          this.schedule(this.backoffMs);
+        },
+      );
+    }, ms);
+    this.timer.unref?.();
+  }
+
+  /** One sync round: renew own SVID if due, fetch entries and bundle, (re)issue SVIDs that need it. */
+  syncOnce(): Promise<void> {
+    this.syncing ??= this.doSync().finally(() => {
+      this.syncing = undefined;
+    });
+    return this.syncing;
+  }
+
+  private async doSync(): Promise<void> {
+    if (this.nowMs() >= this.agentRenewAt) {
+      if (this.nowMs() >= this.agentNotAfter) {
+        this.log.warn({ agentId: this.agentId }, "agent SVID expired; attesting again");
+        await this.attest();
+      } else {
+        await this.renewAgent();
+      }
+    }
+    const s = await this.client.call<{
+      entries: EntryJson[];
+      bundle: string;
+      bundle_sequence: number;
+      assurance: string;
+    }>("GET", "/agent/v1/sync");
+    this.setBundle(parseSpiffeBundle(s.bundle, this.o.trustDomain));
+    this.assurance = s.assurance;
+    this.entries = s.entries.map(entryFromJson);
+    let changed = false;
+    const live = new Set(this.entries.map((e) => e.id));
+    for (const id of this.cache.keys()) {
+      if (!live.has(id)) {
+        this.cache.delete(id);
+        changed = true;
+      }
+    }
+    const now = this.nowMs();
+    const due = this.entries.filter((e) => {
+      const c = this.cache.get(e.id);
+      return !c || c.renewAt <= now || c.entry.revision !== e.revision;
+    });
+    if (due.length > 0) {
+      const keys = new Map(due.map((e) => [e.id, generateKeyPair(this.o.workloadKeyType)]));
+      const r = await this.client.call<{
+        svids: { entry_id: string; spiffe_id: string; chain: string[]; expires_at: number }[];
+      }>("POST", "/agent/v1/svids", {
+        csrs: due.map((e) => ({ entry_id: e.id, public_key: spkiPem(keys.get(e.id)!.publicKey) })),
+      });
+      for (const sv of r.svids) {
+        const entry = this.entries.find((e) => e.id === sv.entry_id)!;
+        const chain = sv.chain.flatMap((p) => fromPem(p));
+        const leaf = parseCertificate(chain[0]!);
+        this.cache.set(entry.id, {
+          entry,
+          notBefore: leaf.notBefore.getTime(),
+          renewAt: renewTime(leaf.notBefore.getTime(), leaf.notAfter.getTime()),
+          svid: {
+            spiffeId: sv.spiffe_id,
+            chain,
+            privateKey: new Uint8Array(
+              keys.get(entry.id)!.privateKey.export({ type: "pkcs8", format: "der" }),
+            ),
+            expiresAt: sv.expires_at,
+            ...(entry.labels.hint ? { hint: entry.labels.hint } : {}),
+          },
+        });
+        this.log.info(
+          {
+            spiffeId: sv.spiffe_id,
+            entryId: entry.id,
+            expiresAt: new Date(sv.expires_at * 1000).toISOString(),
+          },
+          "workload SVID issued",
+        );
+      }
+      changed = true;
+    } else {
+      // entries may have changed in ways that don't need a new SVID (e.g. selectors)
+      for (const e of this.entries) {
+        const c = this.cache.get(e.id);
+        if (c && c.entry.updatedAt !== e.updatedAt) {
+          c.entry = e;
+          changed = true;
+        }
+      }
+    }
+    this.lastSyncOk = now;
+    if (changed) this.events.emit("change");
+  }
+
+  /** Entries currently cached (for `qhx agent` introspection and tests). */
+  cachedSvids(): { entryId: string; spiffeId: string; expiresAt: number }[] {
+    return [...this.cache.values()].map((c) => ({
+      entryId: c.entry.id,
+      spiffeId: c.svid.spiffeId,
+      expiresAt: c.svid.expiresAt,
+    }));
+  }
+
+  // --- WorkloadIdentityProvider -------------------------------------------------------------------------
+
+  private async matchingEntries(peer: PeerCred): Promise<CachedSvid[]> {
+    const selectors = await attestWorkload(peer, this.o.workloadAttestors);
+    const nowS = Math.floor(this.nowMs() / 1000);
+    return [...this.cache.values()]
+      .filter((c) => c.svid.expiresAt > nowS && selectorsMatch(c.entry.selectors, selectors))
+      .sort((a, b) => a.entry.createdAt - b.entry.createdAt || a.entry.id.localeCompare(b.entry.id));
+  }
+
+  async identitiesFor(peer: PeerCred): Promise<WorkloadIdentities> {
+    const matched = await this.matchingEntries(peer);
+    return { svids: matched.map((c) => c.svid), bundles: this.bundle ? [this.bundle] : [] };
+  }
+
+  onChange(listener: () => void): () => void {
+    this.events.on("change", listener);
+    return () => this.events.off("change", listener);
+  }
+
+  async fetchJwtSvids(
+    peer: PeerCred,
+    audience: string[],
+    spiffeId?: string,
+  ): Promise<{ spiffeId: string; token: string; hint?: string }[]> {
+    let matched = await this.matchingEntries(peer);
+    if (spiffeId !== undefined) matched = matched.filter((c) => c.svid.spiffeId === spiffeId);
+    if (spiffeId === undefined) matched = matched.slice(0, 1);
+    const out = [];
+    for (const c of matched) {
+      const key = `${c.entry.id}|${[...audience].sort().join(" ")}`;
+      const hit = this.jwtCache.get(key);
+      const now = this.nowMs();
+      let token: string;
+      if (hit && hit.renewAt > now) token = hit.token;
+      else {
+        const r = await this.client.call<{ token: string; expires_at: number }>("POST", "/agent/v1/jwt", {
+          entry_id: c.entry.id,
+          audience,
+        });
+        token = r.token;
+        this.jwtCache.set(key, {
+          token,
+          expiresAt: r.expires_at * 1000,
+          renewAt: renewTime(now, r.expires_at * 1000, 0),
+        });
+      }
+      out.push({ spiffeId: c.svid.spiffeId, token, ...(c.svid.hint ? { hint: c.svid.hint } : {}) });
+    }
+    return out;
+  }
+
+  allBundles(): TrustBundle[] {
+    return this.bundle ? [this.bundle] : [];
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    clearTimeout(this.timer);
+    await this.syncing?.catch(() => undefined);
+    this.client.close();
+    this.events.removeAllListeners();
+  }
+}
