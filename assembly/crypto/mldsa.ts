@@ -15,6 +15,7 @@ import {
 } from "./sponge";
 import { CTX, CTX_MU, PK, SK, SIG, SEED, RND, SCRATCH } from "./mem";
 import { packI32, packI32Off, unpackI32, unpackI32Off } from "./pack";
+import { montmul32, montmul32v, reduce32x4, caddq32x4 } from "./simd16";
 
 const Q: i32 = 8380417;
 const QINV: i32 = 58728449; // q^-1 mod 2^32
@@ -47,6 +48,7 @@ export function dsaSetParams(level: i32): bool {
   } else if (level == 5) {
     K = 8; L = 7; ETA = 2; TAU = 60; BETA = 120; GAMMA1 = 1 << 19; GAMMA2 = (Q - 1) / 32; OMEGA = 75; CTB = 64;
   } else return false;
+  curLevel = level;
   ETABITS = ETA == 2 ? 3 : 4;
   ZBITS = GAMMA1 == 1 << 17 ? 18 : 20;
   W1BITS = GAMMA2 == (Q - 1) / 88 ? 6 : 4;
@@ -73,7 +75,6 @@ const BUF: usize = memory.data(1024, 16);
 const RHO: usize = SCRATCH; // 32
 const RHOP: usize = SCRATCH + 32; // 64 (rho')
 const KEY: usize = SCRATCH + 96; // 32
-const TR: usize = SCRATCH + 128; // 64
 const MU: usize = SCRATCH + 192; // 64
 const RHOPP: usize = SCRATCH + 256; // 64 (rho'')
 const CT: usize = SCRATCH + 320; // 64 (c~)
@@ -110,6 +111,119 @@ function initZetas(): void {
 }
 initZetas();
 
+// SIMD twiddles for the two innermost layers, per group g of 8 coefficients: [zeta lanes, zeta * q^-1
+// lanes] for len 2 (lanes z_k z_k z_k+1 z_k+1) and len 1 (z_k .. z_k+3); inverse ones are negated.
+const NZ2: usize = memory.data(32 * 32, 16);
+const NZ1: usize = memory.data(32 * 32, 16);
+const IZ2: usize = memory.data(32 * 32, 16);
+const IZ1: usize = memory.data(32 * 32, 16);
+function putTw(tab: usize, g: i32, lane: i32, z: i32): void {
+  store<i32>(tab + <usize>(g * 32 + lane * 4), z);
+  store<i32>(tab + <usize>(g * 32 + 16 + lane * 4), z * QINV);
+}
+function zetaAt(k: i32): i32 {
+  return load<i32>(ZETAS + (<usize>k << 2));
+}
+function initTw(): void {
+  for (let g = 0; g < 32; g++) {
+    for (let lane = 0; lane < 4; lane++) {
+      const b2 = 2 * g + (lane >> 1); // len 2: blocks of 4 coefficients
+      putTw(NZ2, g, lane, zetaAt(64 + b2));
+      putTw(IZ2, g, lane, -zetaAt(127 - b2));
+      const b1 = 4 * g + lane; // len 1: blocks of 2 coefficients
+      putTw(NZ1, g, lane, zetaAt(128 + b1));
+      putTw(IZ1, g, lane, -zetaAt(255 - b1));
+    }
+  }
+}
+initTw();
+
+function nttSimd(p: usize): void {
+  let k = 0;
+  for (let len = 128; len >= 4; len >>= 1) {
+    for (let start = 0; start < 256; start += len << 1) {
+      k++;
+      const z = zetaAt(k);
+      const zv = i32x4.splat(z);
+      const zq = i32x4.splat(z * QINV);
+      const end = start + len;
+      for (let j = start; j < end; j += 4) {
+        const pj = p + (<usize>j << 2);
+        const pl = pj + (<usize>len << 2);
+        const t = montmul32(v128.load(pl), zv, zq);
+        const a = v128.load(pj);
+        v128.store(pl, i32x4.sub(a, t));
+        v128.store(pj, i32x4.add(a, t));
+      }
+    }
+  }
+  for (let g = 0; g < 32; g++) {
+    const pp = p + (<usize>g << 5);
+    let v0 = v128.load(pp);
+    let v1 = v128.load(pp, 16);
+    let a = i32x4.shuffle(v0, v1, 0, 1, 4, 5);
+    let b = i32x4.shuffle(v0, v1, 2, 3, 6, 7);
+    let t = montmul32(b, v128.load(NZ2 + <usize>(g * 32)), v128.load(NZ2 + <usize>(g * 32 + 16)));
+    let x = i32x4.add(a, t);
+    let y = i32x4.sub(a, t);
+    v0 = i32x4.shuffle(x, y, 0, 1, 4, 5);
+    v1 = i32x4.shuffle(x, y, 2, 3, 6, 7);
+    a = i32x4.shuffle(v0, v1, 0, 2, 4, 6);
+    b = i32x4.shuffle(v0, v1, 1, 3, 5, 7);
+    t = montmul32(b, v128.load(NZ1 + <usize>(g * 32)), v128.load(NZ1 + <usize>(g * 32 + 16)));
+    x = i32x4.add(a, t);
+    y = i32x4.sub(a, t);
+    v128.store(pp, i32x4.shuffle(x, y, 0, 4, 1, 5));
+    v128.store(pp, i32x4.shuffle(x, y, 2, 6, 3, 7), 16);
+  }
+}
+
+function invnttSimd(p: usize): void {
+  for (let g = 0; g < 32; g++) {
+    const pp = p + (<usize>g << 5);
+    let v0 = v128.load(pp);
+    let v1 = v128.load(pp, 16);
+    // len 1
+    let a = i32x4.shuffle(v0, v1, 0, 2, 4, 6);
+    let b = i32x4.shuffle(v0, v1, 1, 3, 5, 7);
+    let x = i32x4.add(a, b);
+    let y = montmul32(i32x4.sub(a, b), v128.load(IZ1 + <usize>(g * 32)), v128.load(IZ1 + <usize>(g * 32 + 16)));
+    v0 = i32x4.shuffle(x, y, 0, 4, 1, 5);
+    v1 = i32x4.shuffle(x, y, 2, 6, 3, 7);
+    // len 2
+    a = i32x4.shuffle(v0, v1, 0, 1, 4, 5);
+    b = i32x4.shuffle(v0, v1, 2, 3, 6, 7);
+    x = i32x4.add(a, b);
+    y = montmul32(i32x4.sub(a, b), v128.load(IZ2 + <usize>(g * 32)), v128.load(IZ2 + <usize>(g * 32 + 16)));
+    v128.store(pp, i32x4.shuffle(x, y, 0, 1, 4, 5));
+    v128.store(pp, i32x4.shuffle(x, y, 2, 3, 6, 7), 16);
+  }
+  let k = 64;
+  for (let len = 4; len < 256; len <<= 1) {
+    for (let start = 0; start < 256; start += len << 1) {
+      k--;
+      const z = -zetaAt(k);
+      const zv = i32x4.splat(z);
+      const zq = i32x4.splat(z * QINV);
+      const end = start + len;
+      for (let j = start; j < end; j += 4) {
+        const pj = p + (<usize>j << 2);
+        const pl = pj + (<usize>len << 2);
+        const t = v128.load(pj);
+        const u = v128.load(pl);
+        v128.store(pj, i32x4.add(t, u));
+        v128.store(pl, montmul32(i32x4.sub(t, u), zv, zq));
+      }
+    }
+  }
+  const fv = i32x4.splat(41978);
+  const fq = i32x4.splat(41978 * QINV);
+  for (let j = 0; j < 256; j += 4) {
+    const pj = p + (<usize>j << 2);
+    v128.store(pj, montmul32(v128.load(pj), fv, fq));
+  }
+}
+
 // ---- arithmetic ----
 // @ts-ignore: decorator
 @inline function mred(a: i64): i32 {
@@ -134,6 +248,10 @@ initZetas();
 
 /** Forward NTT, in place; output in bit-reversed order, coefficients grow by at most 8q. */
 export function ntt(p: usize): void {
+  if (ASC_FEATURE_SIMD) {
+    nttSimd(p);
+    return;
+  }
   let k = 0;
   for (let len = 128; len > 0; len >>= 1) {
     for (let start = 0; start < 256; start += len << 1) {
@@ -154,6 +272,10 @@ export function ntt(p: usize): void {
 
 /** Inverse NTT with multiplication by the Montgomery factor; inputs |a| < q, outputs |a| < q. */
 export function invntt(p: usize): void {
+  if (ASC_FEATURE_SIMD) {
+    invnttSimd(p);
+    return;
+  }
   let k = 256;
   for (let len = 1; len < 256; len <<= 1) {
     for (let start = 0; start < 256; start += len << 1) {
@@ -175,22 +297,49 @@ export function invntt(p: usize): void {
 }
 
 function polyReduce(p: usize): void {
+  if (ASC_FEATURE_SIMD) {
+    for (let i = 0; i < 256; i += 4) v128.store(cf(p, i), reduce32x4(v128.load(cf(p, i))));
+    return;
+  }
   for (let i = 0; i < 256; i++) store<i32>(cf(p, i), reduce32(load<i32>(cf(p, i))));
 }
 function polyCaddq(p: usize): void {
+  if (ASC_FEATURE_SIMD) {
+    for (let i = 0; i < 256; i += 4) v128.store(cf(p, i), caddq32x4(v128.load(cf(p, i))));
+    return;
+  }
   for (let i = 0; i < 256; i++) store<i32>(cf(p, i), caddq(load<i32>(cf(p, i))));
 }
 function polyAdd(r: usize, a: usize, b: usize): void {
+  if (ASC_FEATURE_SIMD) {
+    for (let i = 0; i < 256; i += 4) v128.store(cf(r, i), i32x4.add(v128.load(cf(a, i)), v128.load(cf(b, i))));
+    return;
+  }
   for (let i = 0; i < 256; i++) store<i32>(cf(r, i), load<i32>(cf(a, i)) + load<i32>(cf(b, i)));
 }
 function polySub(r: usize, a: usize, b: usize): void {
+  if (ASC_FEATURE_SIMD) {
+    for (let i = 0; i < 256; i += 4) v128.store(cf(r, i), i32x4.sub(v128.load(cf(a, i)), v128.load(cf(b, i))));
+    return;
+  }
   for (let i = 0; i < 256; i++) store<i32>(cf(r, i), load<i32>(cf(a, i)) - load<i32>(cf(b, i)));
 }
 function polyPointwise(r: usize, a: usize, b: usize): void {
+  if (ASC_FEATURE_SIMD) {
+    for (let i = 0; i < 256; i += 4) v128.store(cf(r, i), montmul32v(v128.load(cf(a, i)), v128.load(cf(b, i))));
+    return;
+  }
   for (let i = 0; i < 256; i++)
     store<i32>(cf(r, i), mred(<i64>load<i32>(cf(a, i)) * <i64>load<i32>(cf(b, i))));
 }
 function polyPointwiseAcc(r: usize, a: usize, b: usize): void {
+  if (ASC_FEATURE_SIMD) {
+    for (let i = 0; i < 256; i += 4) {
+      const m = montmul32v(v128.load(cf(a, i)), v128.load(cf(b, i)));
+      v128.store(cf(r, i), i32x4.add(v128.load(cf(r, i)), m));
+    }
+    return;
+  }
   for (let i = 0; i < 256; i++)
     store<i32>(cf(r, i), load<i32>(cf(r, i)) + mred(<i64>load<i32>(cf(a, i)) * <i64>load<i32>(cf(b, i))));
 }
@@ -227,10 +376,32 @@ function rejNttPoly(out: usize, rho: usize, j: i32, i: i32): void {
   }
 }
 
-/** Expand the k x l matrix A (NTT domain) from rho into MAT. */
+// Expansions of the last key are kept (all public): A for the last rho, and for verification tr = H(pk)
+// and NTT(t1 * 2^d) for the last public key. Repeated signing or verifying with one key skips them.
+const MAT_RHO: usize = memory.data(32, 16);
+let matLevel: i32 = 0; // 0: MAT holds no complete expansion
+let curLevel: i32 = 0;
+const PK_C: usize = memory.data(2592, 16);
+const TR_C: usize = memory.data(64, 16);
+const T1_C: usize = memory.data(8 * 1024, 16);
+let pkLevel: i32 = 0;
+
+function sameBytes(a: usize, b: usize, n: usize): bool {
+  let d: u64 = 0;
+  let i: usize = 0;
+  for (; i + 8 <= n; i += 8) d |= load<u64>(a + i) ^ load<u64>(b + i);
+  for (; i < n; i++) d |= <u64>(load<u8>(a + i) ^ load<u8>(b + i));
+  return d == 0;
+}
+
+/** Expand the k x l matrix A (NTT domain) from rho into MAT (unless it already holds it). */
 function expandA(rho: usize): void {
+  if (matLevel == curLevel && sameBytes(rho, MAT_RHO, 32)) return;
+  matLevel = 0;
   for (let i = 0; i < K; i++)
     for (let j = 0; j < L; j++) rejNttPoly(MAT + <usize>(i * L + j) * PB, rho, j, i);
+  memory.copy(MAT_RHO, rho, 32);
+  matLevel = curLevel;
 }
 
 /** RejBoundedPoly: coefficients in [-eta, eta] from SHAKE256(rho' || nonce16). */
@@ -408,8 +579,19 @@ export function dsaSignBegin(level: i32): i32 {
 /** Verify step 1: with PK loaded, compute tr = H(pk) and begin mu. */
 export function dsaVerifyBegin(level: i32): i32 {
   if (!dsaSetParams(level)) return -1;
-  spHash(CTX, RATE_SHAKE256, DS_SHAKE, PK, <usize>DSA_PK_BYTES, TR, 64);
-  muStart(TR);
+  if (pkLevel != level || !sameBytes(PK, PK_C, <usize>DSA_PK_BYTES)) {
+    pkLevel = 0;
+    spHash(CTX, RATE_SHAKE256, DS_SHAKE, PK, <usize>DSA_PK_BYTES, TR_C, 64);
+    for (let i = 0; i < K; i++) {
+      const t = T1_C + <usize>i * PB;
+      unpackI32(PK + 32 + <usize>i * 320, t, 10);
+      for (let c = 0; c < 256; c++) store<i32>(cf(t, c), load<i32>(cf(t, c)) << D);
+      ntt(t);
+    }
+    memory.copy(PK_C, PK, <usize>DSA_PK_BYTES);
+    pkLevel = level;
+  }
+  muStart(TR_C);
   return 0;
 }
 
@@ -595,10 +777,7 @@ export function dsaVerifyEnd(level: i32, sigLen: i32): i32 {
   spAbsorb(CTX_MU, MU, 64);
   for (let i = 0; i < K; i++) {
     const t = T1 + <usize>i * PB;
-    unpackI32(PK + 32 + <usize>i * 320, t, 10);
-    for (let c = 0; c < 256; c++) store<i32>(cf(t, c), load<i32>(cf(t, c)) << D);
-    ntt(t);
-    polyPointwise(t, CP, t);
+    polyPointwise(t, CP, T1_C + <usize>i * PB);
     const w = W1 + <usize>i * PB;
     polySub(w, w, t);
     polyReduce(w);

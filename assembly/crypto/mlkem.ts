@@ -17,7 +17,7 @@ import {
   DS_SHA3,
 } from "./sponge";
 import { CTX, PK, SK, SIG, SEED, RND, SS, SCRATCH } from "./mem";
-import { packI16, unpackI16 } from "./pack";
+import { fqmul16, fqmulc16, barrett16 } from "./simd16";
 
 const Q: i32 = 3329;
 const QINV: i32 = -3327; // q^-1 mod 2^16, signed
@@ -60,7 +60,6 @@ const SIGMA: usize = SCRATCH + 32;
 const HB: usize = SCRATCH + 64; // 64 hash input
 const KR: usize = SCRATCH + 128; // 64: K || r
 const MB: usize = SCRATCH + 192; // 32: m'
-const HEK: usize = SCRATCH + 224; // 32
 
 const ZETAS: usize = memory.data(128 * 2, 16);
 
@@ -80,6 +79,32 @@ function initZetas(): void {
   }
 }
 initZetas();
+
+// Twiddle vectors for the two innermost layers (len 4 and len 2) in the SIMD build: for each group of
+// 16 coefficients, the zetas lane by lane and their products with q^-1; forward and inverse.
+const NZ4: usize = memory.data(16 * 32, 16);
+const NZ2: usize = memory.data(16 * 32, 16);
+const IZ4: usize = memory.data(16 * 32, 16);
+const IZ2: usize = memory.data(16 * 32, 16);
+function putTw(tab: usize, g: i32, lane: i32, z: i32): void {
+  store<i16>(tab + <usize>(g * 32 + lane * 2), <i16>z);
+  store<i16>(tab + <usize>(g * 32 + 16 + lane * 2), <i16>(z * QINV));
+}
+function initTw(): void {
+  for (let g = 0; g < 16; g++) {
+    for (let lane = 0; lane < 8; lane++) {
+      // len 4: lanes 0-3 belong to block 2g, lanes 4-7 to block 2g+1
+      const b4 = 2 * g + (lane >> 2);
+      putTw(NZ4, g, lane, <i32>load<i16>(ZETAS + (<usize>(32 + b4) << 1)));
+      putTw(IZ4, g, lane, <i32>load<i16>(ZETAS + (<usize>(63 - b4) << 1)));
+      // len 2: lanes (0,1) block 4g, (2,3) 4g+1, ...
+      const b2 = 4 * g + (lane >> 1);
+      putTw(NZ2, g, lane, <i32>load<i16>(ZETAS + (<usize>(64 + b2) << 1)));
+      putTw(IZ2, g, lane, <i32>load<i16>(ZETAS + (<usize>(127 - b2) << 1)));
+    }
+  }
+}
+initTw();
 
 // @ts-ignore: decorator
 @inline function mred(a: i32): i16 {
@@ -107,12 +132,29 @@ initZetas();
 }
 
 function ntt(p: usize): void {
+  if (ASC_FEATURE_SIMD) {
+    nttSimd(p);
+    return;
+  }
   let k = 1;
   for (let len = 128; len >= 2; len >>= 1) {
     for (let start = 0; start < 256; start += len << 1) {
       const zeta = <i32>load<i16>(ZETAS + (<usize>k << 1));
       k++;
       const end = start + len;
+      if (ASC_FEATURE_SIMD && len >= 8) {
+        const zv = i16x8.splat(<i16>zeta);
+        const zq = i16x8.splat(<i16>(zeta * QINV));
+        for (let j = start; j < end; j += 8) {
+          const pj = cf(p, j);
+          const pl = pj + (<usize>len << 1);
+          const t = fqmulc16(v128.load(pl), zv, zq);
+          const a = v128.load(pj);
+          v128.store(pl, i16x8.sub(a, t));
+          v128.store(pj, i16x8.add(a, t));
+        }
+        continue;
+      }
       for (let j = start; j < end; j++) {
         const t = fqmul(zeta, ld(p, j + len));
         const a = ld(p, j);
@@ -121,16 +163,33 @@ function ntt(p: usize): void {
       }
     }
   }
-  for (let j = 0; j < 256; j++) st(p, j, barrett(ld(p, j)));
+  polyReduce(p);
 }
 
 function invntt(p: usize): void {
+  if (ASC_FEATURE_SIMD) {
+    invnttSimd(p);
+    return;
+  }
   let k = 127;
   for (let len = 2; len <= 128; len <<= 1) {
     for (let start = 0; start < 256; start += len << 1) {
       const zeta = <i32>load<i16>(ZETAS + (<usize>k << 1));
       k--;
       const end = start + len;
+      if (ASC_FEATURE_SIMD && len >= 8) {
+        const zv = i16x8.splat(<i16>zeta);
+        const zq = i16x8.splat(<i16>(zeta * QINV));
+        for (let j = start; j < end; j += 8) {
+          const pj = cf(p, j);
+          const pl = pj + (<usize>len << 1);
+          const t = v128.load(pj);
+          const u = v128.load(pl);
+          v128.store(pj, barrett16(i16x8.add(t, u)));
+          v128.store(pl, fqmulc16(i16x8.sub(u, t), zv, zq));
+        }
+        continue;
+      }
       for (let j = start; j < end; j++) {
         const t = ld(p, j);
         const u = ld(p, j + len);
@@ -140,11 +199,139 @@ function invntt(p: usize): void {
     }
   }
   const f: i32 = 1441; // mont^2 / 128
+  if (ASC_FEATURE_SIMD) {
+    const fv = i16x8.splat(<i16>f);
+    const fq = i16x8.splat(<i16>(f * QINV));
+    for (let j = 0; j < 256; j += 8) v128.store(cf(p, j), fqmulc16(v128.load(cf(p, j)), fv, fq));
+    return;
+  }
   for (let j = 0; j < 256; j++) st(p, j, fqmul(ld(p, j), f));
 }
 
+function nttSimd(p: usize): void {
+  let k = 1;
+  for (let len = 128; len >= 8; len >>= 1) {
+    for (let start = 0; start < 256; start += len << 1) {
+      const zeta = <i32>load<i16>(ZETAS + (<usize>k << 1));
+      k++;
+      const zv = i16x8.splat(<i16>zeta);
+      const zq = i16x8.splat(<i16>(zeta * QINV));
+      const end = start + len;
+      for (let j = start; j < end; j += 8) {
+        const pj = cf(p, j);
+        const pl = pj + (<usize>len << 1);
+        const t = fqmulc16(v128.load(pl), zv, zq);
+        const a = v128.load(pj);
+        v128.store(pl, i16x8.sub(a, t));
+        v128.store(pj, i16x8.add(a, t));
+      }
+    }
+  }
+  for (let g = 0; g < 16; g++) {
+    const pp = cf(p, g * 16);
+    let v0 = v128.load(pp);
+    let v1 = v128.load(pp, 16);
+    // len 4
+    let a = i16x8.shuffle(v0, v1, 0, 1, 2, 3, 8, 9, 10, 11);
+    let b = i16x8.shuffle(v0, v1, 4, 5, 6, 7, 12, 13, 14, 15);
+    let t = fqmulc16(b, v128.load(NZ4 + <usize>(g * 32)), v128.load(NZ4 + <usize>(g * 32 + 16)));
+    let x = i16x8.add(a, t);
+    let y = i16x8.sub(a, t);
+    // back to memory order: v0 = x0-3 y0-3, v1 = x4-7 y4-7
+    v0 = i16x8.shuffle(x, y, 0, 1, 2, 3, 8, 9, 10, 11);
+    v1 = i16x8.shuffle(x, y, 4, 5, 6, 7, 12, 13, 14, 15);
+    // len 2
+    a = i16x8.shuffle(v0, v1, 0, 1, 4, 5, 8, 9, 12, 13);
+    b = i16x8.shuffle(v0, v1, 2, 3, 6, 7, 10, 11, 14, 15);
+    t = fqmulc16(b, v128.load(NZ2 + <usize>(g * 32)), v128.load(NZ2 + <usize>(g * 32 + 16)));
+    x = barrett16(i16x8.add(a, t));
+    y = barrett16(i16x8.sub(a, t));
+    v128.store(pp, i16x8.shuffle(x, y, 0, 1, 8, 9, 2, 3, 10, 11));
+    v128.store(pp, i16x8.shuffle(x, y, 4, 5, 12, 13, 6, 7, 14, 15), 16);
+  }
+}
+
+function invnttSimd(p: usize): void {
+  for (let g = 0; g < 16; g++) {
+    const pp = cf(p, g * 16);
+    let v0 = v128.load(pp);
+    let v1 = v128.load(pp, 16);
+    // len 2
+    let a = i16x8.shuffle(v0, v1, 0, 1, 4, 5, 8, 9, 12, 13);
+    let b = i16x8.shuffle(v0, v1, 2, 3, 6, 7, 10, 11, 14, 15);
+    let x = barrett16(i16x8.add(a, b));
+    let y = fqmulc16(i16x8.sub(b, a), v128.load(IZ2 + <usize>(g * 32)), v128.load(IZ2 + <usize>(g * 32 + 16)));
+    v0 = i16x8.shuffle(x, y, 0, 1, 8, 9, 2, 3, 10, 11);
+    v1 = i16x8.shuffle(x, y, 4, 5, 12, 13, 6, 7, 14, 15);
+    // len 4
+    a = i16x8.shuffle(v0, v1, 0, 1, 2, 3, 8, 9, 10, 11);
+    b = i16x8.shuffle(v0, v1, 4, 5, 6, 7, 12, 13, 14, 15);
+    x = barrett16(i16x8.add(a, b));
+    y = fqmulc16(i16x8.sub(b, a), v128.load(IZ4 + <usize>(g * 32)), v128.load(IZ4 + <usize>(g * 32 + 16)));
+    v128.store(pp, i16x8.shuffle(x, y, 0, 1, 2, 3, 8, 9, 10, 11));
+    v128.store(pp, i16x8.shuffle(x, y, 4, 5, 6, 7, 12, 13, 14, 15), 16);
+  }
+  let k = 31;
+  for (let len = 8; len <= 128; len <<= 1) {
+    for (let start = 0; start < 256; start += len << 1) {
+      const zeta = <i32>load<i16>(ZETAS + (<usize>k << 1));
+      k--;
+      const zv = i16x8.splat(<i16>zeta);
+      const zq = i16x8.splat(<i16>(zeta * QINV));
+      const end = start + len;
+      for (let j = start; j < end; j += 8) {
+        const pj = cf(p, j);
+        const pl = pj + (<usize>len << 1);
+        const t = v128.load(pj);
+        const u = v128.load(pl);
+        v128.store(pj, barrett16(i16x8.add(t, u)));
+        v128.store(pl, fqmulc16(i16x8.sub(u, t), zv, zq));
+      }
+    }
+  }
+  const fv = i16x8.splat(1441);
+  const fq = i16x8.splat(<i16>(1441 * QINV));
+  for (let j = 0; j < 256; j += 8) v128.store(cf(p, j), fqmulc16(v128.load(cf(p, j)), fv, fq));
+}
+
+/** Basemul twiddles per coefficient pair: +zeta, -zeta for each group of four (SIMD build). */
+const BZ: usize = memory.data(128 * 2, 16);
+function initBz(): void {
+  for (let i = 0; i < 64; i++) {
+    const z = load<i16>(ZETAS + (<usize>(64 + i) << 1));
+    store<i16>(BZ + (<usize>(2 * i) << 1), z);
+    store<i16>(BZ + (<usize>(2 * i + 1) << 1), -z);
+  }
+}
+initBz();
+
 /** r = a o b in NTT domain (Montgomery), or r += a o b when acc. */
 function basemul(r: usize, a: usize, b: usize, acc: bool): void {
+  if (ASC_FEATURE_SIMD) {
+    // 16 coefficients (8 pairs) per step: deinterleave even/odd, multiply, interleave back
+    for (let i = 0; i < 256; i += 16) {
+      const x0 = v128.load(cf(a, i));
+      const x1 = v128.load(cf(a, i + 8));
+      const y0 = v128.load(cf(b, i));
+      const y1 = v128.load(cf(b, i + 8));
+      const ae = i16x8.shuffle(x0, x1, 0, 2, 4, 6, 8, 10, 12, 14);
+      const ao = i16x8.shuffle(x0, x1, 1, 3, 5, 7, 9, 11, 13, 15);
+      const be = i16x8.shuffle(y0, y1, 0, 2, 4, 6, 8, 10, 12, 14);
+      const bo = i16x8.shuffle(y0, y1, 1, 3, 5, 7, 9, 11, 13, 15);
+      const z = v128.load(BZ + (<usize>(i >> 1) << 1));
+      const re = i16x8.add(fqmul16(fqmul16(ao, bo), z), fqmul16(ae, be));
+      const ro = i16x8.add(fqmul16(ae, bo), fqmul16(ao, be));
+      let r0 = i16x8.shuffle(re, ro, 0, 8, 1, 9, 2, 10, 3, 11);
+      let r1 = i16x8.shuffle(re, ro, 4, 12, 5, 13, 6, 14, 7, 15);
+      if (acc) {
+        r0 = i16x8.add(r0, v128.load(cf(r, i)));
+        r1 = i16x8.add(r1, v128.load(cf(r, i + 8)));
+      }
+      v128.store(cf(r, i), r0);
+      v128.store(cf(r, i + 8), r1);
+    }
+    return;
+  }
   for (let i = 0; i < 64; i++) {
     const zeta = <i32>load<i16>(ZETAS + (<usize>(64 + i) << 1));
     for (let h = 0; h < 2; h++) {
@@ -167,13 +354,27 @@ function basemul(r: usize, a: usize, b: usize, acc: bool): void {
 }
 
 function polyReduce(p: usize): void {
+  if (ASC_FEATURE_SIMD) {
+    for (let j = 0; j < 256; j += 8) v128.store(cf(p, j), barrett16(v128.load(cf(p, j))));
+    return;
+  }
   for (let j = 0; j < 256; j++) st(p, j, barrett(ld(p, j)));
 }
 function polyToMont(p: usize): void {
   const f: i32 = 1353; // 2^32 mod q
+  if (ASC_FEATURE_SIMD) {
+    const fv = i16x8.splat(<i16>f);
+    const fq = i16x8.splat(<i16>(f * QINV));
+    for (let j = 0; j < 256; j += 8) v128.store(cf(p, j), fqmulc16(v128.load(cf(p, j)), fv, fq));
+    return;
+  }
   for (let j = 0; j < 256; j++) st(p, j, fqmul(ld(p, j), f));
 }
 function polyAdd(r: usize, a: usize, b: usize): void {
+  if (ASC_FEATURE_SIMD) {
+    for (let j = 0; j < 256; j += 8) v128.store(cf(r, j), i16x8.add(v128.load(cf(a, j)), v128.load(cf(b, j))));
+    return;
+  }
   for (let j = 0; j < 256; j++) st(r, j, ld(a, j) + ld(b, j));
 }
 /** Map a (barrett-reduced) coefficient to [0, q). */
@@ -256,17 +457,116 @@ function cbd(out: usize, seed: usize, nonce: i32, eta: i32): void {
 @inline function divq(x: u32): u32 {
   return <u32>((<u64>x * 84552411148) >> 48);
 }
+/** Pack 256 i16 values of d bits (d in 1, 4, 5, 10, 11, 12) a group at a time; may write 7 bytes past. */
+function packFast(src: usize, dst: usize, d: i32): void {
+  let o = dst;
+  if (d == 11) {
+    for (let i = 0; i < 256; i += 8) {
+      const q = src + (<usize>i << 1);
+      const acc0 =
+        <u64>load<u16>(q) |
+        (<u64>load<u16>(q, 2) << 11) |
+        (<u64>load<u16>(q, 4) << 22) |
+        (<u64>load<u16>(q, 6) << 33) |
+        (<u64>load<u16>(q, 8) << 44) |
+        (<u64>load<u16>(q, 10) << 55);
+      const acc1 =
+        (<u32>load<u16>(q, 10) >> 9) | (<u32>load<u16>(q, 12) << 2) | (<u32>load<u16>(q, 14) << 13);
+      store<u64>(o, acc0);
+      store<u32>(o + 8, acc1);
+      o += 11;
+    }
+    return;
+  }
+  const g = d <= 8 ? 8 : 4; // values per group: 8d or 4d bits, a whole number of bytes
+  const step = <usize>((g * d) >> 3);
+  for (let i = 0; i < 256; i += g) {
+    let acc: u64 = 0;
+    for (let j = 0; j < g; j++) acc |= <u64>load<u16>(src + (<usize>(i + j) << 1)) << <u64>(j * d);
+    store<u64>(o, acc);
+    o += step;
+  }
+}
+
+/** Unpack 256 values of d bits into i16 (may read 7 bytes past the end). */
+function unpackFast(src: usize, dst: usize, d: i32): void {
+  const mask: u64 = (<u64>1 << <u64>d) - 1;
+  let s = src;
+  if (d == 11) {
+    for (let i = 0; i < 256; i += 8) {
+      const acc0 = load<u64>(s);
+      const acc1 = <u64>load<u32>(s + 8);
+      const q = dst + (<usize>i << 1);
+      store<u16>(q, <u16>(acc0 & mask));
+      store<u16>(q, <u16>((acc0 >> 11) & mask), 2);
+      store<u16>(q, <u16>((acc0 >> 22) & mask), 4);
+      store<u16>(q, <u16>((acc0 >> 33) & mask), 6);
+      store<u16>(q, <u16>((acc0 >> 44) & mask), 8);
+      store<u16>(q, <u16>(((acc0 >> 55) | (acc1 << 9)) & mask), 10);
+      store<u16>(q, <u16>((acc1 >> 2) & mask), 12);
+      store<u16>(q, <u16>((acc1 >> 13) & mask), 14);
+      s += 11;
+    }
+    return;
+  }
+  const g = d <= 8 ? 8 : 4;
+  const step = <usize>((g * d) >> 3);
+  for (let i = 0; i < 256; i += g) {
+    const acc = load<u64>(s);
+    for (let j = 0; j < g; j++) store<u16>(dst + (<usize>(i + j) << 1), <u16>((acc >> <u64>(j * d)) & mask));
+    s += step;
+  }
+}
+
+/** Compress_d of a barrett-reduced polynomial, then ByteEncode_d. */
 function compressPoly(p: usize, d: i32, out: usize): void {
   const mask = (1 << d) - 1;
-  for (let j = 0; j < 256; j++) {
-    const x = <u32>canon(ld(p, j));
-    st(MP, j, <i32>divq((x << <u32>d) + 1664) & mask);
+  if (ASC_FEATURE_SIMD) {
+    const qv = i16x8.splat(<i16>Q);
+    const m = i32x4.splat(<i32>2642262849); // ceil(2^43 / q): floor(t / q) = (t * m) >> 43 for t < 2^23
+    const h = i32x4.splat(1664);
+    const mk = i16x8.splat(<i16>mask);
+    for (let j = 0; j < 256; j += 8) {
+      let v = v128.load(cf(p, j));
+      v = i16x8.add(v, v128.and(i16x8.shr_s(v, 15), qv));
+      v = i16x8.sub(v, qv);
+      v = i16x8.add(v, v128.and(i16x8.shr_s(v, 15), qv));
+      const lo = i32x4.add(i32x4.shl(i32x4.extend_low_i16x8_u(v), d), h);
+      const hi = i32x4.add(i32x4.shl(i32x4.extend_high_i16x8_u(v), d), h);
+      const clo = i32x4.shuffle(
+        i64x2.shr_u(i64x2.extmul_low_i32x4_u(lo, m), 43),
+        i64x2.shr_u(i64x2.extmul_high_i32x4_u(lo, m), 43),
+        0, 2, 4, 6,
+      );
+      const chi = i32x4.shuffle(
+        i64x2.shr_u(i64x2.extmul_low_i32x4_u(hi, m), 43),
+        i64x2.shr_u(i64x2.extmul_high_i32x4_u(hi, m), 43),
+        0, 2, 4, 6,
+      );
+      v128.store(cf(MP, j), v128.and(i16x8.narrow_i32x4_u(clo, chi), mk));
+    }
+  } else {
+    for (let j = 0; j < 256; j++) {
+      const x = <u32>canon(ld(p, j));
+      st(MP, j, <i32>divq((x << <u32>d) + 1664) & mask);
+    }
   }
-  packI16(MP, out, d);
+  packFast(MP, out, d);
 }
 function decompressPoly(src: usize, d: i32, p: usize): void {
-  unpackI16(src, p, d);
+  unpackFast(src, p, d);
   const half = 1 << (d - 1);
+  if (ASC_FEATURE_SIMD) {
+    const qv = i16x8.splat(<i16>Q);
+    const hv = i32x4.splat(half);
+    for (let j = 0; j < 256; j += 8) {
+      const v = v128.load(cf(p, j));
+      const lo = i32x4.shr_u(i32x4.add(i32x4.extmul_low_i16x8_u(v, qv), hv), d);
+      const hi = i32x4.shr_u(i32x4.add(i32x4.extmul_high_i16x8_u(v, qv), hv), d);
+      v128.store(cf(p, j), i16x8.narrow_i32x4_u(lo, hi));
+    }
+    return;
+  }
   for (let j = 0; j < 256; j++) st(p, j, (ld(p, j) * Q + half) >> d);
 }
 
@@ -334,12 +634,14 @@ function pkeEncrypt(m: usize, r: usize, ct: usize): void {
   for (let i = 0; i < K; i++) {
     const u = UV + <usize>i * PB;
     for (let j = 0; j < K; j++) basemul(u, MAT + <usize>(i * K + j) * PB, SV + <usize>j * PB, j > 0);
+    polyReduce(u); // the sum of K products may exceed what the inverse NTT's first layer takes in i16
     invntt(u);
     polyAdd(u, u, EV + <usize>i * PB);
     polyReduce(u);
     compressPoly(u, DU, ct + <usize>i * du);
   }
   for (let j = 0; j < K; j++) basemul(VP, TV + <usize>j * PB, SV + <usize>j * PB, j > 0);
+  polyReduce(VP);
   invntt(VP);
   polyAdd(VP, VP, E2);
   // + Decompress_1(m)
@@ -354,11 +656,35 @@ function pkeEncrypt(m: usize, r: usize, ct: usize): void {
   compressPoly(VP, DV, ct + <usize>K * du);
 }
 
-/** Load ek (at `ek`) into TV and the transposed matrix; returns nonzero if the modulus check fails. */
+// The expansion of the last encapsulation key (t^, the transposed A and H(ek)) is kept, so repeated
+// encapsulations to one peer key, or decapsulations with one key, skip SampleNTT and the ek hash.
+// Everything cached is public.
+const CACHE_EK: usize = memory.data(1600, 16);
+const CACHE_H: usize = memory.data(32, 16);
+let cacheK: i32 = 0; // 0: nothing cached
+
+function sameEk(ek: usize): bool {
+  if (cacheK != K) return false;
+  let d: u64 = 0;
+  for (let i: usize = 0; i < <usize>EK_BYTES; i += 8) d |= load<u64>(ek + i) ^ load<u64>(CACHE_EK + i);
+  return d == 0;
+}
+
+/**
+ * Load ek (at `ek`) into TV, the transposed matrix into MAT and H(ek) into CACHE_H; returns nonzero
+ * if the modulus check fails (then nothing is cached).
+ */
 function loadEk(ek: usize): i32 {
+  if (sameEk(ek)) return 0;
+  cacheK = 0;
   let bad = 0;
   for (let i = 0; i < K; i++) bad |= decode12(ek + <usize>(384 * i), TV + <usize>i * PB);
   genMatrix(ek + <usize>(384 * K), true);
+  spHash(CTX, RATE_SHA3_256, DS_SHA3, ek, <usize>EK_BYTES, CACHE_H, 32);
+  if (bad == 0) {
+    memory.copy(CACHE_EK, ek, <usize>EK_BYTES);
+    cacheK = K;
+  }
   return bad;
 }
 
@@ -366,6 +692,7 @@ function loadEk(ek: usize): i32 {
 /** KeyGen from SEED = d || z; writes PK (ek) and SK (dk). */
 export function kemKeygen(k: i32): i32 {
   if (!setParams(k)) return -1;
+  cacheK = 0; // MAT is overwritten
   pkeKeygen(SEED);
   const off = <usize>(384 * K);
   memory.copy(SK + off, PK, <usize>EK_BYTES);
@@ -387,7 +714,7 @@ export function kemEncaps(k: i32): i32 {
   }
   // (K, r) = G(m || H(ek))
   memory.copy(HB, RND, 32);
-  spHash(CTX, RATE_SHA3_256, DS_SHA3, PK, <usize>EK_BYTES, HB + 32, 32);
+  memory.copy(HB + 32, CACHE_H, 32);
   spHash(CTX, RATE_SHA3_512, DS_SHA3, HB, 64, KR, 64);
   pkeEncrypt(RND, KR + 32, SIG);
   memory.copy(SS, KR, 32);
@@ -406,10 +733,10 @@ export function kemDecaps(k: i32): i32 {
   const ek = SK + off;
   const h = ek + <usize>EK_BYTES;
   const z = h + 32;
-  // FIPS 203 section 7.3 hash check on the decapsulation key
-  spHash(CTX, RATE_SHA3_256, DS_SHA3, ek, <usize>EK_BYTES, HEK, 32);
+  // FIPS 203 section 7.3 hash check on the decapsulation key (loadEk computes H(ek))
+  loadEk(ek);
   let diff = 0;
-  for (let i: usize = 0; i < 32; i++) diff |= <i32>(load<u8>(HEK + i) ^ load<u8>(h + i));
+  for (let i: usize = 0; i < 32; i++) diff |= <i32>(load<u8>(CACHE_H + i) ^ load<u8>(h + i));
   if (diff != 0) {
     memory.fill(SS, 0, 32);
     return 2;
@@ -422,9 +749,10 @@ export function kemDecaps(k: i32): i32 {
     ntt(u);
   }
   for (let i = 0; i < K; i++) {
-    unpackI16(SK + <usize>(384 * i), SV + <usize>i * PB, 12);
+    decode12(SK + <usize>(384 * i), SV + <usize>i * PB);
     basemul(VP, SV + <usize>i * PB, UV + <usize>i * PB, i > 0);
   }
+  polyReduce(VP);
   invntt(VP);
   decompressPoly(SIG + <usize>K * du, DV, MP);
   for (let j = 0; j < 256; j++) st(VP, j, ld(MP, j) - ld(VP, j));
@@ -432,8 +760,9 @@ export function kemDecaps(k: i32): i32 {
   for (let i = 0; i < 32; i++) {
     let byte = 0;
     for (let j = 0; j < 8; j++) {
-      const x = <u32>canon(ld(VP, 8 * i + j));
-      byte |= <i32>(divq((x << 1) + 1664) & 1) << j;
+      // Compress_1(x) = 1 iff 833 <= x <= 2496
+      const x = canon(ld(VP, 8 * i + j));
+      byte |= (((832 - x) & (x - 2497)) >>> 31) << j;
     }
     store<u8>(MB + <usize>i, <u8>byte);
   }
@@ -447,8 +776,7 @@ export function kemDecaps(k: i32): i32 {
   spAbsorb(CTX, SIG, <usize>CT_BYTES);
   spFinal(CTX);
   spSqueeze(CTX, SS, 32);
-  // re-encrypt and compare in constant time
-  loadEk(ek);
+  // re-encrypt (TV and MAT hold ek's expansion) and compare in constant time
   pkeEncrypt(MB, KR + 32, CT2);
   let d: u32 = 0;
   for (let i: usize = 0; i < <usize>CT_BYTES; i++) d |= <u32>(load<u8>(SIG + i) ^ load<u8>(CT2 + i));

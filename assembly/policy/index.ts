@@ -57,6 +57,7 @@ const OP_DGT: i32 = 37;
 const OP_DGE: i32 = 38;
 const OP_ENTEQ: i32 = 39; // [op, var, uidId]: scope `==` (never errors)
 const OP_ENTIS: i32 = 40; // [op, var, typeStrId]: scope `is` (never errors)
+const OP_VARIN: i32 = 41; // [op, var, right]: `principal|action|resource in right`, via memoized ancestors
 
 const E_TYPE: i32 = 1;
 const E_NOATTR: i32 = 2;
@@ -73,7 +74,7 @@ let staticTop: usize = 0;
 let trueV: usize = 0;
 let falseV: usize = 0;
 
-let slots: usize = 0; // per uid: [gen, entryPtr, color, visit]
+let slots: usize = 0; // per uid: [gen, entryPtr, color, visit, ancestor-of-var marks x3, _]
 let uidCap: i32 = 0;
 let gen: i32 = 0;
 let visitGen: i32 = 0;
@@ -82,9 +83,12 @@ let vPrincipal: usize = 0;
 let vAction: usize = 0;
 let vResource: usize = 0;
 let vContext: usize = 0;
+let ancDone0: i32 = 0;
+let ancDone1: i32 = 0;
+let ancDone2: i32 = 0;
 
 let nPolicies: i32 = 0;
-let polTab: usize = 0; // [effect (1 permit, 2 forbid), bodyPtr]
+let polTab: usize = 0; // rows of 8 words: [effect (1 permit, 2 forbid), bodyPtr, scope prefilter x5, _]
 let outPtr: usize = 0; // [decision, nReasons, nErrors, reasons..., (policy, code)...]
 
 function ensureMemory(end: usize): void {
@@ -139,9 +143,9 @@ export function ensureUids(n: i32): void {
   if (n <= uidCap) return;
   let cap = uidCap < 64 ? 64 : uidCap;
   while (cap < n) cap <<= 1;
-  const p = salloc(cap << 4);
-  memory.fill(p, 0, <usize>cap << 4);
-  if (slots != 0) memory.copy(p, slots, <usize>uidCap << 4);
+  const p = salloc(cap << 5);
+  memory.fill(p, 0, <usize>cap << 5);
+  if (slots != 0) memory.copy(p, slots, <usize>uidCap << 5);
   slots = p;
   uidCap = cap;
 }
@@ -187,7 +191,7 @@ function fail(code: i32): usize {
 // ---- entities ----
 
 @inline function slotOf(uid: i32): usize {
-  return slots + (<usize>uid << 4);
+  return slots + (<usize>uid << 5);
 }
 
 /** The entity entry for `uid`, or 0 when the request has no such entity. */
@@ -269,6 +273,48 @@ function evalIn(l: usize, r: usize): usize {
   visitGen++;
   store<i32>(slotOf(uid), visitGen, 12);
   return boolV(ancestorIn(entry, targets, n));
+}
+
+/** Mark every ancestor of the entity `entry` with `gen` in slot word 4+k. */
+function markAncestors(entry: usize, k: i32): void {
+  const np = load<i32>(entry, 12);
+  const off = <usize>(16 + (k << 2));
+  for (let i = 0; i < np; i++) {
+    const ps = slotOf(load<i32>(entry + 16 + (<usize>i << 2)));
+    if (load<i32>(ps + off) == gen) continue;
+    store<i32>(ps + off, gen);
+    if (load<i32>(ps) == gen) markAncestors(<usize>load<i32>(ps, 4), k);
+  }
+}
+
+/** `var in r` for principal (0), action (1), resource (2): same results as evalIn. */
+function evalVarIn(k: i32, r: usize): usize {
+  const v = k == 0 ? vPrincipal : k == 1 ? vAction : vResource;
+  const uid = load<i32>(v, 4);
+  const done = k == 0 ? ancDone0 : k == 1 ? ancDone1 : ancDone2;
+  if (done != gen) {
+    const entry = entityOf(uid);
+    if (entry != 0) markAncestors(entry, k);
+    if (k == 0) ancDone0 = gen;
+    else if (k == 1) ancDone1 = gen;
+    else ancDone2 = gen;
+  }
+  const off = <usize>(16 + (k << 2));
+  const rt = tag(r);
+  if (rt == T_ENT) {
+    const t = load<i32>(r, 4);
+    return boolV(t == uid || load<i32>(slotOf(t) + off) == gen);
+  }
+  if (rt != T_SET) return fail(E_TYPE);
+  const n = load<i32>(r, 4);
+  for (let i = 0; i < n; i++) {
+    if (tag(load<usize>(r + 8 + (<usize>i << 2))) != T_ENT) return fail(E_TYPE);
+  }
+  for (let i = 0; i < n; i++) {
+    const t = load<i32>(load<usize>(r + 8 + (<usize>i << 2)), 4);
+    if (t == uid || load<i32>(slotOf(t) + off) == gen) return trueV;
+  }
+  return falseV;
 }
 
 // ---- values ----
@@ -459,6 +505,11 @@ function evalNode(n: usize): usize {
       const k = load<i32>(n, 4);
       const v = k == 0 ? vPrincipal : k == 1 ? vAction : vResource;
       return boolV(load<i32>(v, 8) == load<i32>(n, 8));
+    }
+    case OP_VARIN: {
+      const r = evalNode(child(n, 2));
+      if (r == 0) return 0;
+      return evalVarIn(load<i32>(n, 4), r);
     }
     case OP_AND: {
       const a = evalBool(child(n, 1));
@@ -689,7 +740,7 @@ export function authorize(
 ): i32 {
   gen++;
   if (gen == 0x7fffffff) {
-    memory.fill(slots, 0, <usize>uidCap << 4);
+    memory.fill(slots, 0, <usize>uidCap << 5);
     gen = 1;
   }
   let p = ents;
@@ -724,10 +775,26 @@ export function authorize(
   const reasons = outPtr + 12;
   const fscratch = reasons + (<usize>nPolicies << 2);
   const errs = fscratch + (<usize>nPolicies << 2);
+  const aUid = load<i32>(action, 4);
+  const pUid = load<i32>(principal, 4);
+  const rUid = load<i32>(resource, 4);
+  const pType = load<i32>(principal, 8);
+  const rType = load<i32>(resource, 8);
   for (let i = 0; i < nPolicies; i++) {
+    const row = polTab + (<usize>i << 5);
+    // scope prefilter (-1: unconstrained)
+    let f = load<i32>(row, 8);
+    if (f >= 0 && f != aUid) continue;
+    f = load<i32>(row, 12);
+    if (f >= 0 && f != pUid) continue;
+    f = load<i32>(row, 16);
+    if (f >= 0 && f != rUid) continue;
+    f = load<i32>(row, 20);
+    if (f >= 0 && f != pType) continue;
+    f = load<i32>(row, 24);
+    if (f >= 0 && f != rType) continue;
     arenaTop = base;
     err = 0;
-    const row = polTab + (<usize>i << 3);
     const r = evalBool(<usize>load<i32>(row, 4));
     if (r < 0) {
       if (err == E_ARENA) return -1;

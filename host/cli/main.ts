@@ -19,6 +19,11 @@ import { createLogger } from "../server/logger.ts";
 import { startServer } from "../server/server.ts";
 import { type AdminClient, LocalClient, SocketClient } from "./client.ts";
 import { runDemo } from "./demo.ts";
+import { defaultWorkloadSocket, workloadCall } from "./workload-client.ts";
+import { parseAgentConfig } from "../agent/config.ts";
+import { startAgent } from "../agent/run.ts";
+import { toPem } from "../core/pem.ts";
+import { readTlv } from "../core/x509.ts";
 
 const VERSION = "0.1.0";
 
@@ -537,6 +542,200 @@ Example:
       );
     });
 
+  // ----------------------------------------------------------------------------------------- agent
+  const agentCmd = program.command("agent").description("the node agent: attestation, Workload API, SDS");
+  agentCmd
+    .command("start")
+    .description("attest this node, then serve the SPIFFE Workload API and Envoy SDS on a Unix socket")
+    .option("-c, --config <file>", "agent.yaml (flags override it)")
+    .option("--server <host:port>", "the server's agent API address")
+    .option("--trust-bundle <file>", "the server's trust bundle (PEM or SPIFFE JSON) to authenticate it")
+    .option(
+      "--insecure-bootstrap",
+      "do not authenticate the server for attestation (tests only; loud warning)",
+    )
+    .option("--trust-domain <td>", "trust domain (default: read from the bundle)")
+    .option("--join-token <token>", "join token for node attestation (qhx token generate)")
+    .option("--x509pop-cert <file>", "x509pop: node certificate chain (PEM)")
+    .option("--x509pop-key <file>", "x509pop: node private key (PKCS#8, mode 0600)")
+    .option("--data-dir <dir>", "agent state (its SVID, key, bundle)")
+    .option("--socket <path>", "Workload API socket (default <data-dir>/public/api.sock)")
+    .option("--health-listen <host:port>", "health/metrics listener (default 127.0.0.1:8082)")
+    .option("--sync-interval <duration>", "how often to sync with the server (default 5s)")
+    .option("--workload-key-type <alg>", `workload key algorithm: ${SVID_KEY_ALGS.join("|")}`)
+    .option("--log-level <level>", "trace|debug|info|warn|error")
+    .addHelpText(
+      "after",
+      `
+Example:
+  qhx agent start --server 127.0.0.1:8081 --trust-bundle bundle.pem --join-token TOKEN \
+    --data-dir /var/lib/qhx-agent --socket /run/qhx/api.sock
+Workloads then use SPIFFE_ENDPOINT_SOCKET=unix:///run/qhx/api.sock.`,
+    )
+    .action(async (o) => {
+      const file = o.config ? readConfigFile(o.config) : {};
+      const merged = mergeConfig(file, {
+        server_address: o.server,
+        trust_bundle_file: o.trustBundle,
+        insecure_bootstrap: o.insecureBootstrap,
+        trust_domain: o.trustDomain,
+        join_token: o.joinToken,
+        ...(o.x509popCert || o.x509popKey
+          ? { "x509pop.cert_file": o.x509popCert, "x509pop.key_file": o.x509popKey }
+          : {}),
+        data_dir: o.dataDir,
+        socket_path: o.socket,
+        health_listen: o.healthListen,
+        sync_interval: o.syncInterval,
+        workload_key_type: o.workloadKeyType,
+        log_level: o.logLevel,
+      });
+      const cfg = parseAgentConfig(merged, o.config ?? "flags");
+      const log = createLogger(cfg.logLevel, "qhx-agent");
+      const running = await startAgent(cfg, { clock: systemClock, logger: log });
+      const stop = (signal: string) => {
+        log.info({ signal }, "shutting down");
+        running.close().then(
+          () => process.exit(0),
+          (e) => {
+            log.error({ err: e }, "shutdown failed");
+            process.exit(1);
+          },
+        );
+      };
+      process.once("SIGTERM", () => stop("SIGTERM"));
+      process.once("SIGINT", () => stop("SIGINT"));
+    });
+
+  agentCmd
+    .command("healthcheck")
+    .description("exit 0 if the agent's Workload API answers (and, with --address, its /readyz)")
+    .option("--socket <path>", "Workload API socket (default: SPIFFE_ENDPOINT_SOCKET)")
+    .option("--address <host:port>", "the agent's health listener")
+    .action(async (o: { socket?: string; address?: string }) => {
+      const sock = o.socket ?? defaultWorkloadSocket();
+      if (!sock && !o.address) throw new ValidationError("give --socket PATH or --address HOST:PORT");
+      if (sock) {
+        // any well-formed answer proves the API is up, including PermissionDenied for an unregistered caller
+        await workloadCall(sock, "FetchX509Bundles", "X509BundlesRequest", "X509BundlesResponse", {}).catch(
+          (e) => {
+            if (!String((e as { code?: string }).code).startsWith("WORKLOAD_API_PERMISSION_DENIED")) throw e;
+          },
+        );
+      }
+      if (o.address) {
+        const r = await fetch(`http://${o.address}/readyz`, { signal: AbortSignal.timeout(5000) }).catch(
+          (e) => {
+            throw new QhxError("QHX_UNAVAILABLE", `no answer from ${o.address}: ${(e as Error).message}`);
+          },
+        );
+        if (!r.ok)
+          throw new QhxError(
+            "QHX_UNHEALTHY",
+            `agent at ${o.address} answered ${r.status}: ${await r.text()}`,
+          );
+      }
+      out("agent is healthy");
+    });
+
+  withConnection(agentCmd.command("list"))
+    .description("list attested nodes with their attestor, selectors and assurance level")
+    .addOption(outputOption())
+    .action(async (o) => {
+      const r = await withClient(o, (c) =>
+        c.call<{
+          agents: {
+            spiffe_id: string;
+            attestation_type: string;
+            selectors: string[];
+            assurance: string;
+            aliases: string[];
+            expires_at: number;
+            banned: boolean;
+          }[];
+        }>("GET", "/v1/agents"),
+      );
+      if (o.output === "json") return out(JSON.stringify(r.agents, null, 2));
+      out(`Found ${r.agents.length} attested ${r.agents.length === 1 ? "node" : "nodes"}`);
+      for (const a of r.agents) {
+        out();
+        out(`Agent ID         : ${a.spiffe_id}`);
+        out(`Attestation type : ${a.attestation_type}`);
+        out(`Assurance        : ${a.assurance}`);
+        for (const al of a.aliases) out(`Alias            : ${al}`);
+        for (const sel of a.selectors) out(`Selector         : ${sel}`);
+        out(`SVID expires at  : ${new Date(a.expires_at * 1000).toISOString()}`);
+      }
+    });
+
+  withConnection(agentCmd.command("evict"))
+    .argument("<spiffe-id>", "the agent's SPIFFE ID")
+    .description("forget an attested node: its agent SVID stops working and it must attest again")
+    .action(async (id: string, o) => {
+      await withClient(o, (c) => c.call("DELETE", `/v1/agents/${encodeURIComponent(id)}`));
+      out(`Evicted ${id}`);
+    });
+
+  svid
+    .command("fetch")
+    .description("fetch this process's X509-SVID from the Workload API (as any SPIFFE workload does)")
+    .option("--socket <path>", "Workload API socket (default: SPIFFE_ENDPOINT_SOCKET)")
+    .option("--write <dir>", "write svid.pem, svid.key (0600) and bundle.pem there")
+    .action(async (o: { socket?: string; write?: string }) => {
+      const sock = o.socket ?? defaultWorkloadSocket();
+      if (!sock) throw new ValidationError("give --socket PATH or set SPIFFE_ENDPOINT_SOCKET");
+      const r = await workloadCall(sock, "FetchX509SVID", "X509SVIDRequest", "X509SVIDResponse", {});
+      const svids = r.svids as {
+        spiffe_id: string;
+        x509_svid: Buffer;
+        x509_svid_key: Buffer;
+        bundle: Buffer;
+        hint: string;
+      }[];
+      for (const [i, s] of svids.entries()) {
+        const chain = splitDer(s.x509_svid);
+        const leaf = new crypto.X509Certificate(chain[0]!);
+        out(`SPIFFE ID : ${s.spiffe_id}${i === 0 ? " (default)" : ""}`);
+        out(`Expires   : ${new Date(leaf.validTo).toISOString()}`);
+        out(`Key       : ${leaf.publicKey.asymmetricKeyType}`);
+        if (o.write && i === 0) {
+          const dir = path.resolve(o.write);
+          fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+          const key = crypto.createPrivateKey({ key: s.x509_svid_key, format: "der", type: "pkcs8" });
+          writeFileAtomic(
+            path.join(dir, "svid.key"),
+            key.export({ type: "pkcs8", format: "pem" }) as string,
+            0o600,
+          );
+          writeFileAtomic(path.join(dir, "svid.pem"), chain.map((d) => toPem(d)).join(""), 0o644);
+          writeFileAtomic(
+            path.join(dir, "bundle.pem"),
+            splitDer(s.bundle)
+              .map((d) => toPem(d))
+              .join(""),
+            0o644,
+          );
+          out(`Written   : ${dir}/svid.pem, svid.key, bundle.pem`);
+        }
+      }
+    });
+
+  jwt
+    .command("fetch")
+    .description("fetch a JWT-SVID for this process from the Workload API")
+    .requiredOption("--audience <aud>", "audience (repeatable)", collect)
+    .option("--spiffe-id <id>", "one of this workload's SPIFFE IDs (default: its default)")
+    .option("--socket <path>", "Workload API socket (default: SPIFFE_ENDPOINT_SOCKET)")
+    .action(async (o: { audience: string[]; spiffeId?: string; socket?: string }) => {
+      const sock = o.socket ?? defaultWorkloadSocket();
+      if (!sock) throw new ValidationError("give --socket PATH or set SPIFFE_ENDPOINT_SOCKET");
+      const r = await workloadCall(sock, "FetchJWTSVID", "JWTSVIDRequest", "JWTSVIDResponse", {
+        audience: o.audience,
+        ...(o.spiffeId ? { spiffe_id: o.spiffeId } : {}),
+      });
+      for (const s of r.svids as { spiffe_id: string; svid: string }[]) out(s.svid);
+    });
+
   // ----------------------------------------------------------------------------------------- demo
   program
     .command("demo")
@@ -558,5 +757,13 @@ export async function main(argv: string[]): Promise<void> {
   }
 }
 
-// Keep crypto imported for side-effect free KeyObject typing in some Node builds.
-void crypto;
+/** Split concatenated DER certificates (the Workload API's wire form). */
+function splitDer(buf: Uint8Array): Uint8Array[] {
+  const out: Uint8Array[] = [];
+  for (let i = 0; i < buf.length;) {
+    const t = readTlv(buf, i);
+    out.push(buf.subarray(i, t.end));
+    i = t.end;
+  }
+  return out;
+}

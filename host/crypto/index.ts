@@ -7,7 +7,7 @@
  * (the control plane's config key calls this). Every failure is a QhxError with a stable code;
  * `mlDsa.verify` returns false for any malformed input instead of throwing.
  */
-import { randomBytes } from "node:crypto";
+import { randomBytes } from "./random.ts";
 import { QhxError } from "../core/errors.ts";
 import {
   checkLength,

@@ -8,6 +8,7 @@ import {
   decapsulate,
   encapsulate,
   sign as nodeSign,
+  timingSafeEqual,
   verify as nodeVerify,
   type KeyObject,
 } from "node:crypto";
@@ -53,7 +54,14 @@ let lastPriv: { params: string; bytes: Buffer; key: KeyObject } | undefined;
 let lastPub: { params: string; bytes: Buffer; key: KeyObject } | undefined;
 
 function importPrivate(params: MlDsaParams | MlKemParams, secretKey: Uint8Array): KeyObject {
-  if (lastPriv && lastPriv.params === params && lastPriv.bytes.equals(secretKey)) return lastPriv.key;
+  if (
+    lastPriv &&
+    lastPriv.params === params &&
+    lastPriv.bytes.length === secretKey.length &&
+    timingSafeEqual(lastPriv.bytes, secretKey)
+  ) {
+    return lastPriv.key;
+  }
   const key = createPrivateKey({ key: expandedPkcs8(params, secretKey), format: "der", type: "pkcs8" });
   lastPriv = { params, bytes: Buffer.from(secretKey), key };
   return key;

@@ -53,6 +53,7 @@ export const OP = {
   DGE: 38,
   ENTEQ: 39,
   ENTIS: 40,
+  VARIN: 41,
 } as const;
 
 /** Relocation kinds. */
@@ -74,10 +75,34 @@ export interface ProgramPolicy {
   effect: "permit" | "forbid";
   /** Word index of the policy's condition node. */
   body: number;
+  /**
+   * Scope prefilter (scope constraints never error, so a request failing one cannot be satisfied or
+   * error): `==` constraints as constant indices of entity uids, `is` constraints as string indices of
+   * type names. The body still checks them.
+   */
+  filter?: {
+    action?: number;
+    principal?: number;
+    resource?: number;
+    principalIs?: number;
+    resourceIs?: number;
+  };
+}
+
+/**
+ * What the program can read, so the encoder may skip the rest of a request (it still checks that the
+ * skipped values are valid Cedar): top-level attribute names (entity attributes and context keys), tag
+ * keys (null: any), and whether `context` is used as a whole value.
+ */
+export interface ProgramAccess {
+  attrs: string[];
+  tags: string[] | null;
+  wholeContext: boolean;
 }
 
 export interface PolicyProgram {
   format: typeof PROGRAM_FORMAT;
+  access: ProgramAccess;
   policies: ProgramPolicy[];
   code: number[];
   relocs: number[];
@@ -154,6 +179,10 @@ class Builder {
   private strIdx = new Map<string, number>();
   private constIdx = new Map<string, number>();
   private extCheck: ExtLiteralCheck;
+  attrNames = new Set<string>();
+  tagKeys: Set<string> | null = new Set<string>();
+  wholeContext = false;
+  filter: NonNullable<ProgramPolicy["filter"]> = {};
 
   constructor(extCheck: ExtLiteralCheck) {
     this.extCheck = extCheck;
@@ -255,6 +284,7 @@ class Builder {
       case "Var": {
         const i = VARS[v as string];
         if (i === undefined) throw new UnsupportedConstruct(`variable ${String(v)}`);
+        if (i === 3) this.wholeContext = true;
         return this.node(OP.VAR, [i], [0]);
       }
       case "Slot":
@@ -267,7 +297,8 @@ class Builder {
         return this.unary(OP.ISEMPTY, v);
       case ".": {
         const o = v as Obj;
-        return this.node(OP.ATTR, [this.expr(o.left), this.str(String(o.attr))], [RELOC.CHILD, RELOC.STR]);
+        this.attrNames.add(String(o.attr));
+        return this.node(OP.ATTR, [this.recv(o.left), this.str(String(o.attr))], [RELOC.CHILD, RELOC.STR]);
       }
       case "has": {
         const o = v as Obj;
@@ -275,7 +306,8 @@ class Builder {
         if (attrs.length === 0) throw new UnsupportedConstruct("empty `has` path");
         // `e has a.b.c` = e has a && e.a has b && e.a.b has c
         const left = o.left;
-        let cur = this.node(OP.HAS, [this.expr(left), this.str(attrs[0]!)], [RELOC.CHILD, RELOC.STR]);
+        for (const a of attrs) this.attrNames.add(a);
+        let cur = this.node(OP.HAS, [this.recv(left), this.str(attrs[0]!)], [RELOC.CHILD, RELOC.STR]);
         let path: Json = left;
         for (let i = 1; i < attrs.length; i++) {
           path = { ".": { left: path, attr: attrs[i - 1] } };
@@ -342,6 +374,15 @@ class Builder {
     if (bin !== undefined) {
       const o = v as Obj;
       if (!isObj(o) || !("left" in o) || !("right" in o)) throw new UnsupportedConstruct(`operator ${k}`);
+      if (bin === OP.GETTAG || bin === OP.HASTAG) {
+        const key = o.right;
+        if (isObj(key) && typeof key.Value === "string") this.tagKeys?.add(key.Value);
+        else this.tagKeys = null;
+      }
+      if (bin === OP.IN) {
+        const vi = this.entityVar(o.left);
+        if (vi !== undefined) return this.node(OP.VARIN, [vi, this.expr(o.right)], [0, RELOC.CHILD]);
+      }
       return this.node(bin, [this.expr(o.left), this.expr(o.right)], [RELOC.CHILD, RELOC.CHILD]);
     }
     const eu = EXT_UNARY[k];
@@ -359,6 +400,19 @@ class Builder {
     );
   }
 
+  /** principal/action/resource as 0/1/2 when `e` is that variable. */
+  entityVar(e: Json): number | undefined {
+    if (!isObj(e) || typeof e.Var !== "string") return undefined;
+    const i = VARS[e.Var];
+    return i !== undefined && i < 3 ? i : undefined;
+  }
+
+  /** The receiver of `.attr` / `has`: `context` there does not make the whole context observable. */
+  recv(e: Json): number {
+    if (isObj(e) && e.Var === "context" && Object.keys(e).length === 1) return this.node(OP.VAR, [3], [0]);
+    return this.expr(e);
+  }
+
   unary(op: number, v: Json): number {
     if (!isObj(v) || !("arg" in v)) throw new UnsupportedConstruct(`operator ${op}`);
     return this.node(op, [this.expr(v.arg)], [RELOC.CHILD]);
@@ -369,32 +423,36 @@ class Builder {
   scope(which: "principal" | "action" | "resource", c: Json): number | undefined {
     const varIdx = VARS[which]!;
     if (!isObj(c)) throw new UnsupportedConstruct(`${which} scope`);
-    const varNode = () => this.node(OP.VAR, [varIdx], [0]);
     switch (c.op) {
       case "All":
         return undefined;
       case "==": {
         if ("slot" in c) throw new UnsupportedConstruct("template slot");
         const u = this.uid(c.entity, `${which} scope`);
-        return this.node(OP.ENTEQ, [varIdx, this.constant(u)], [0, RELOC.UID]);
+        const k = this.constant(u);
+        this.filter[which] = k;
+        return this.node(OP.ENTEQ, [varIdx, k], [0, RELOC.UID]);
       }
       case "in": {
         if ("slot" in c) throw new UnsupportedConstruct("template slot");
         if ("entities" in c) {
           if (!Array.isArray(c.entities)) throw new UnsupportedConstruct(`${which} scope`);
           const set: ConstValue = { t: "set", v: c.entities.map((x) => this.uid(x, `${which} scope`)) };
-          return this.node(OP.IN, [varNode(), this.constNode(set)], [RELOC.CHILD, RELOC.CHILD]);
+          return this.node(OP.VARIN, [varIdx, this.constNode(set)], [0, RELOC.CHILD]);
         }
         const u = this.uid(c.entity, `${which} scope`);
-        return this.node(OP.IN, [varNode(), this.constNode(u)], [RELOC.CHILD, RELOC.CHILD]);
+        return this.node(OP.VARIN, [varIdx, this.constNode(u)], [0, RELOC.CHILD]);
       }
       case "is": {
-        const isNode = this.node(OP.ENTIS, [varIdx, this.str(String(c.entity_type))], [0, RELOC.STR]);
+        const ts = this.str(String(c.entity_type));
+        if (which === "principal") this.filter.principalIs = ts;
+        if (which === "resource") this.filter.resourceIs = ts;
+        const isNode = this.node(OP.ENTIS, [varIdx, ts], [0, RELOC.STR]);
         if (c.in === undefined) return isNode;
         const inC = c.in as Obj;
         if ("slot" in inC) throw new UnsupportedConstruct("template slot");
         const u = this.uid(inC.entity, `${which} scope`);
-        const inNode = this.node(OP.IN, [varNode(), this.constNode(u)], [RELOC.CHILD, RELOC.CHILD]);
+        const inNode = this.node(OP.VARIN, [varIdx, this.constNode(u)], [0, RELOC.CHILD]);
         return this.node(OP.AND, [isNode, inNode], [RELOC.CHILD, RELOC.CHILD]);
       }
     }
@@ -402,8 +460,10 @@ class Builder {
   }
 
   policy(p: Obj): number {
+    // Scope constraints never error, so their order is free: the action first (most selective),
+    // then principal and resource.
     const parts: number[] = [];
-    for (const w of ["principal", "action", "resource"] as const) {
+    for (const w of ["action", "principal", "resource"] as const) {
       const n = this.scope(w, p[w]);
       if (n !== undefined) parts.push(n);
     }
@@ -442,8 +502,14 @@ export function compileProgram(policies: [string, unknown][], extCheck: ExtLiter
       if (json.effect !== "permit" && json.effect !== "forbid") {
         throw new UnsupportedConstruct(`effect ${String(json.effect)}`);
       }
+      b.filter = {};
       const body = b.policy(json);
-      out.push({ id, effect: json.effect, body });
+      out.push({
+        id,
+        effect: json.effect,
+        body,
+        ...(Object.keys(b.filter).length ? { filter: b.filter } : {}),
+      });
     } catch (e) {
       if (!(e instanceof UnsupportedConstruct)) throw e;
       unsupported.push({ policyId: id, construct: e.construct });
@@ -454,6 +520,11 @@ export function compileProgram(policies: [string, unknown][], extCheck: ExtLiter
     unsupported,
     program: {
       format: PROGRAM_FORMAT,
+      access: {
+        attrs: [...b.attrNames].sort(),
+        tags: b.tagKeys ? [...b.tagKeys].sort() : null,
+        wholeContext: b.wholeContext,
+      },
       policies: out,
       code: b.code,
       relocs: b.relocs,

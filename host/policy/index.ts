@@ -13,7 +13,7 @@
  */
 import * as cedar from "@cedar-policy/cedar-wasm/nodejs";
 import { QhxError } from "../core/errors.ts";
-import { compileProgram, type PolicyProgram } from "./compiler.ts";
+import { compileProgram, type PolicyProgram, PROGRAM_FORMAT } from "./compiler.ts";
 import { CompiledEvaluator } from "./runtime.ts";
 import {
   type CedarEntity,
@@ -52,6 +52,11 @@ export interface CompilePoliciesOptions {
   schema?: string | Record<string, unknown>;
   /** `"auto"` (default): compiled when possible; `"cedar"`: always cedar-wasm. */
   engine?: "auto" | "cedar";
+  /**
+   * A program compiled earlier from these same policies (e.g. received, signature verified, from the
+   * server): used instead of compiling. Its policy ids must match the policies'.
+   */
+  program?: PolicyProgram;
 }
 
 export interface CompiledPolicySet {
@@ -90,6 +95,24 @@ function splitPolicyText(text: string): [string, string][] {
   const ids = r.policies.map((_, i) => `policy${i}`).sort();
   const byId = new Map(r.policies.map((p, i) => [ids[i]!, p]));
   return r.policies.map((_, i) => [`policy${i}`, byId.get(`policy${i}`)!]);
+}
+
+/**
+ * Split Cedar text into a record of id → policy text, naming each policy by its `@id("…")` annotation
+ * when it has one (else `policy<N>`, N its position). Throws QHX_POLICY_PARSE on syntax errors or
+ * duplicate ids. The policy store keeps policies in this form.
+ */
+export function policiesFromText(text: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [defaultId, policy] of splitPolicyText(text)) {
+    const j = cedar.policyToJson(policy);
+    if (j.type === "failure")
+      throw new QhxError("QHX_POLICY_PARSE", `${defaultId}: ${formatErrors(j.errors)}`);
+    const id = j.json.annotations?.id ?? defaultId;
+    if (id in out) throw new QhxError("QHX_POLICY_PARSE", `duplicate policy id "${id}"`);
+    out[id] = policy;
+  }
+  return out;
 }
 
 function policyEntries(policies: string | Record<string, string>): [string, string][] {
@@ -226,14 +249,22 @@ export async function compilePolicies(opts: CompilePoliciesOptions): Promise<Com
   const stats = { compiled: 0, cedar: 0 };
 
   const authorizeWithCedar = (req: PolicyRequest): PolicyDecision => {
-    const r = cedar.statefulIsAuthorized({
-      principal: req.principal,
-      action: req.action,
-      resource: req.resource,
-      context: (req.context ?? {}) as cedar.Context,
-      entities: withActions(req.entities, actions) as cedar.Entities,
-      preparsedPolicySetId: psetId,
-    });
+    let r: cedar.AuthorizationAnswer;
+    try {
+      r = cedar.statefulIsAuthorized({
+        principal: req.principal,
+        action: req.action,
+        resource: req.resource,
+        context: (req.context ?? {}) as cedar.Context,
+        entities: withActions(req.entities, actions) as cedar.Entities,
+        preparsedPolicySetId: psetId,
+      });
+    } catch (e) {
+      // cedar-wasm throws on input it cannot even deserialize (e.g. lone UTF-16 surrogates)
+      throw new QhxError("QHX_POLICY_REQUEST_INVALID", `invalid authorization request: ${String(e)}`, {
+        cause: e,
+      });
+    }
     if (r.type === "failure") {
       throw new QhxError(
         "QHX_POLICY_REQUEST_INVALID",
@@ -250,7 +281,21 @@ export async function compilePolicies(opts: CompilePoliciesOptions): Promise<Com
     };
   };
 
-  const compiled = opts.engine === "cedar" ? { unsupported: [] } : compileProgram(jsons, cedarExtOk);
+  let compiled: { program?: PolicyProgram; unsupported: { policyId: string; construct: string }[] };
+  if (opts.engine === "cedar") compiled = { unsupported: [] };
+  else if (opts.program !== undefined) {
+    const p = opts.program;
+    if (
+      p === null ||
+      typeof p !== "object" ||
+      p.format !== PROGRAM_FORMAT ||
+      !Array.isArray(p.policies) ||
+      p.policies.map((x) => x.id).join("\0") !== ids.join("\0")
+    ) {
+      throw new QhxError("QHX_POLICY_PROGRAM_INVALID", "the program does not match these policies");
+    }
+    compiled = { program: p, unsupported: [] };
+  } else compiled = compileProgram(jsons, cedarExtOk);
   const evaluator = compiled.program
     ? new CompiledEvaluator(compiled.program, cedarTypeNameOk, cedarExtOk)
     : undefined;

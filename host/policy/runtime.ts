@@ -13,7 +13,7 @@ import { existsSync, readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { QhxError } from "../core/errors.ts";
 import { type ConstValue, type PolicyProgram, RELOC } from "./compiler.ts";
-import { parseDecimal, parseIp } from "./ext.ts";
+import { type IpValue, parseDecimal, parseIp } from "./ext.ts";
 
 interface WasmMemory {
   readonly buffer: ArrayBuffer;
@@ -104,8 +104,13 @@ export interface RawDecision {
 
 const NAME = /^[_a-zA-Z][_a-zA-Z0-9]*(::[_a-zA-Z][_a-zA-Z0-9]*)*$/;
 const ARENA_BYTES = 4 << 20;
-/** Re-instantiate when interned data exceeds this (bounded memory under unbounded distinct inputs). */
-const STATIC_LIMIT = 256 << 20;
+/**
+ * Interned strings and uids accumulate (request values such as request ids are interned too): past
+ * this many bytes of static data or this many interned strings the instance is rebuilt, which bounds
+ * memory under an unbounded stream of distinct values (a rebuild costs about a millisecond).
+ */
+const STATIC_LIMIT = 32 << 20;
+const INTERN_LIMIT = 500_000;
 
 export class CompiledEvaluator {
   private w!: PolicyWasm;
@@ -118,24 +123,44 @@ export class CompiledEvaluator {
   private top = 0;
   private strIds = new Map<string, number>();
   private strNodes: number[] = [];
-  private uidIds = new Map<string, number>();
+  private uidByType = new Map<string, Map<string, number>>();
+  private uidCount = 0;
   private uidNodes: number[] = [];
   private uidCapacity = 0;
   private typeOk = new Map<string, boolean>();
-  private extOk = new Map<string, number>();
+  private ipCache = new Map<string, IpValue | null>();
+  private decCache = new Map<string, bigint | null>();
   private outPtr = 0;
   private trueV = 0;
   private falseV = 0;
   private ids: string[];
+  private wantAttr: Map<string, number>;
+  private wantTag: Map<string, number> | null;
+  private wholeContext: boolean;
   private readonly program: PolicyProgram;
   private readonly typeCheck: TypeNameCheck;
   private readonly extCheck: ExtValueCheck;
 
-  constructor(program: PolicyProgram, typeCheck: TypeNameCheck, extCheck: ExtValueCheck) {
+  private readonly staticLimit: number;
+  private readonly internLimit: number;
+  /** How many times the instance was rebuilt to bound memory. */
+  rebuilds = 0;
+
+  constructor(
+    program: PolicyProgram,
+    typeCheck: TypeNameCheck,
+    extCheck: ExtValueCheck,
+    limits: { staticBytes?: number; interned?: number } = {},
+  ) {
+    this.staticLimit = limits.staticBytes ?? STATIC_LIMIT;
+    this.internLimit = limits.interned ?? INTERN_LIMIT;
     this.program = program;
     this.typeCheck = typeCheck;
     this.extCheck = extCheck;
     this.ids = program.policies.map((p) => p.id);
+    this.wantAttr = new Map();
+    this.wantTag = program.access.tags ? new Map() : null;
+    this.wholeContext = program.access.wholeContext;
     this.instantiate();
   }
 
@@ -154,11 +179,15 @@ export class CompiledEvaluator {
     this.falseV = this.w.falseValue();
     this.strIds = new Map();
     this.strNodes = [];
-    this.uidIds = new Map();
+    this.uidByType = new Map();
+    this.uidCount = 0;
     this.uidNodes = [];
     this.uidCapacity = 0;
     this.refresh();
     this.load(this.program);
+    // wanted keys → their interned string ids (filled after each (re)instantiation)
+    for (const k of this.program.access.attrs) this.wantAttr.set(k, this.strId(k));
+    for (const k of this.program.access.tags ?? []) this.wantTag?.set(k, this.strId(k));
   }
 
   private refresh(): void {
@@ -204,9 +233,15 @@ export class CompiledEvaluator {
   }
 
   private uidNode(type: string, id: string): number {
-    const key = type + "\u0000" + id;
-    const known = this.uidIds.get(key);
-    if (known !== undefined) return this.uidNodes[known]!;
+    const byId = this.uidByType.get(type);
+    if (byId !== undefined) {
+      const n = byId.get(id);
+      if (n !== undefined) return n;
+    }
+    return this.newUid(type, id);
+  }
+
+  private newUid(type: string, id: string): number {
     let ok = this.typeOk.get(type);
     if (ok === undefined) {
       ok = NAME.test(type) && this.typeCheck(type);
@@ -216,13 +251,17 @@ export class CompiledEvaluator {
     const typeStr = this.strId(type);
     this.strId(id);
     const node = this.salloc(16);
-    const uid = this.uidNodes.length;
+    const uid = this.uidCount++;
     const w = node >> 2;
     this.i32[w] = T_ENT;
     this.i32[w + 1] = uid;
     this.i32[w + 2] = typeStr;
-    this.uidIds.set(key, uid);
-    this.uidNodes.push(node);
+    let byId = this.uidByType.get(type);
+    if (byId === undefined) {
+      byId = new Map();
+      this.uidByType.set(type, byId);
+    }
+    byId.set(id, node);
     if (uid >= this.uidCapacity) {
       this.uidCapacity = Math.max(64, this.uidCapacity * 2);
       this.w.ensureUids(this.uidCapacity);
@@ -304,11 +343,25 @@ export class CompiledEvaluator {
     }
     this.i32.set(code, codePtr >> 2);
     const n = prog.policies.length;
-    const table = this.salloc(8 * Math.max(1, n));
-    prog.policies.forEach((p, i) => {
-      this.i32[(table >> 2) + 2 * i] = p.effect === "forbid" ? 2 : 1;
-      this.i32[(table >> 2) + 2 * i + 1] = codePtr + p.body * 4;
+    // policy table rows: [effect, body, action uid, principal uid, resource uid, principal type,
+    // resource type, _], -1 where the scope does not constrain
+    const uidOfConst = (k: number | undefined) => (k === undefined ? -1 : this.i32[(consts[k]! >> 2) + 1]!);
+    const typeOfStr = (k: number | undefined) => (k === undefined ? -1 : this.strId(strings[k]!));
+    const rows = prog.policies.map((p) => {
+      const f = p.filter ?? {};
+      return [
+        p.effect === "forbid" ? 2 : 1,
+        codePtr + p.body * 4,
+        uidOfConst(f.action),
+        uidOfConst(f.principal),
+        uidOfConst(f.resource),
+        typeOfStr(f.principalIs),
+        typeOfStr(f.resourceIs),
+        0,
+      ];
     });
+    const table = this.salloc(32 * Math.max(1, n));
+    rows.forEach((r, i) => this.i32.set(r, (table >> 2) + 8 * i));
     this.outPtr = this.salloc(12 + 16 * Math.max(1, n));
     this.w.setProgram(n, table, this.outPtr);
   }
@@ -339,56 +392,72 @@ export class CompiledEvaluator {
     for (let i = 0; i < 16; i++) this.u8[p + 16 + i] = bytes[i]!;
   }
 
+  /** The ENT node of an entity reference `{type, id}` or `{__entity: {type, id}}` (extra keys ignored, as Cedar does). */
   private uidOf(x: unknown): number {
     if (typeof x !== "object" || x === null) throw FALLBACK;
-    let u = x as Record<string, unknown>;
-    if ("__entity" in u) {
-      if (Object.keys(u).length !== 1) throw FALLBACK;
-      u = u.__entity as Record<string, unknown>;
+    let u = x as { type?: unknown; id?: unknown; __entity?: unknown };
+    if (u.__entity !== undefined) {
+      u = u.__entity as { type?: unknown; id?: unknown };
       if (typeof u !== "object" || u === null) throw FALLBACK;
     }
     const type = u.type;
     const id = u.id;
     if (typeof type !== "string" || typeof id !== "string") throw FALLBACK;
-    for (const k in u) if (k !== "type" && k !== "id") throw FALLBACK;
     return this.uidNode(type, id);
+  }
+
+  private uidIdOf(x: unknown): number {
+    const node = this.uidOf(x);
+    return this.i32[(node >> 2) + 1]!;
   }
 
   private extValue(e: unknown): number {
     if (typeof e !== "object" || e === null) throw FALLBACK;
-    const o = e as Record<string, unknown>;
-    for (const k in o) if (k !== "fn" && k !== "arg") throw FALLBACK;
+    const o = e as { fn?: unknown; arg?: unknown };
     const fn = o.fn;
     const arg = o.arg;
     if (typeof arg !== "string") throw FALLBACK;
-    if (fn === "ip" || fn === "ipaddr") {
-      const ip = parseIp(arg);
-      if (!ip || !this.extValid("ip", arg)) throw FALLBACK;
+    if (fn === "ip") {
+      let ip = this.ipCache.get(arg);
+      if (ip === undefined) {
+        const parsed = parseIp(arg);
+        ip = parsed && this.extCheck("ip", arg) ? parsed : null;
+        if (this.ipCache.size > 50_000) this.ipCache.clear();
+        this.ipCache.set(arg, ip);
+      }
+      if (ip === null) throw FALLBACK;
       const p = this.alloc(32);
       this.writeIp(p, ip.v6, ip.prefix, ip.bytes);
       return p;
     }
     if (fn === "decimal") {
-      const d = parseDecimal(arg);
-      if (d === undefined || !this.extValid("decimal", arg)) throw FALLBACK;
+      let d = this.decCache.get(arg);
+      if (d === undefined) {
+        const parsed = parseDecimal(arg);
+        d = parsed !== undefined && this.extCheck("decimal", arg) ? parsed : null;
+        if (this.decCache.size > 50_000) this.decCache.clear();
+        this.decCache.set(arg, d);
+      }
+      if (d === null) throw FALLBACK;
       const p = this.alloc(16);
       this.i32[p >> 2] = T_DEC;
-      const hi = Number(d >> 32n);
       this.i32[(p >> 2) + 2] = Number(BigInt.asIntN(32, d));
-      this.i32[(p >> 2) + 3] = hi;
+      this.i32[(p >> 2) + 3] = Number(d >> 32n);
       return p;
     }
     throw FALLBACK;
   }
 
-  private extValid(fn: "ip" | "decimal", arg: string): boolean {
-    const key = fn + ":" + arg;
-    const c = this.extOk.get(key);
-    if (c !== undefined) return c === 1;
-    const ok = this.extCheck(fn, arg);
-    if (this.extOk.size > 50_000) this.extOk.clear();
-    this.extOk.set(key, ok ? 1 : 0);
-    return ok;
+  private scratch = new Int32Array(4096);
+  private sp = 0;
+
+  private push(x: number): void {
+    if (this.sp === this.scratch.length) {
+      const bigger = new Int32Array(this.scratch.length * 2);
+      bigger.set(this.scratch);
+      this.scratch = bigger;
+    }
+    this.scratch[this.sp++] = x;
   }
 
   private value(v: unknown): number {
@@ -407,42 +476,111 @@ export class CompiledEvaluator {
         if (v === null) throw FALLBACK;
         if (Array.isArray(v)) {
           const n = v.length;
-          const kids = new Array<number>(n);
-          for (let i = 0; i < n; i++) kids[i] = this.value(v[i]);
+          const base = this.sp;
+          for (let i = 0; i < n; i++) this.push(this.value(v[i]));
           const p = this.alloc(8 + 4 * n);
           const w = p >> 2;
           this.i32[w] = T_SET;
           this.i32[w + 1] = n;
-          for (let i = 0; i < n; i++) this.i32[w + 2 + i] = kids[i]!;
+          this.i32.set(this.scratch.subarray(base, base + n), w + 2);
+          this.sp = base;
           return p;
         }
-        const o = v as Record<string, unknown>;
-        if ("__entity" in o) return this.uidOf(o);
-        if ("__extn" in o) {
+        const o = v as { __entity?: unknown; __extn?: unknown; __expr?: unknown };
+        if (o.__entity !== undefined) {
+          if (Object.keys(o).length !== 1) throw FALLBACK;
+          return this.uidOf(o);
+        }
+        if (o.__extn !== undefined) {
           if (Object.keys(o).length !== 1) throw FALLBACK;
           return this.extValue(o.__extn);
         }
-        if ("__expr" in o) throw FALLBACK;
-        return this.record(o);
+        if (o.__expr !== undefined) throw FALLBACK;
+        return this.record(v as Record<string, unknown>);
       }
     }
     throw FALLBACK;
   }
 
-  private record(o: Record<string, unknown>): number {
-    const keys = Object.keys(o);
-    const n = keys.length;
-    const vals = new Array<number>(n);
-    for (let i = 0; i < n; i++) vals[i] = this.value(o[keys[i]!]);
+  /** Check that a value the program cannot read is one Cedar accepts (else: FALLBACK). */
+  private check(v: unknown): void {
+    switch (typeof v) {
+      case "string":
+        if (!v.isWellFormed()) throw FALLBACK;
+        return;
+      case "boolean":
+        return;
+      case "number":
+        if (!Number.isSafeInteger(v)) throw FALLBACK;
+        return;
+      case "object": {
+        if (v === null) throw FALLBACK;
+        if (Array.isArray(v)) {
+          for (let i = 0; i < v.length; i++) this.check(v[i]);
+          return;
+        }
+        const o = v as { __entity?: unknown; __extn?: unknown; __expr?: unknown };
+        if (o.__entity !== undefined || o.__extn !== undefined || o.__expr !== undefined) {
+          const top = this.top;
+          const sp = this.sp;
+          this.value(v);
+          this.top = top;
+          this.sp = sp;
+          return;
+        }
+        if ((v as object).constructor !== Object) throw FALLBACK;
+        for (const k in v) {
+          if (!k.isWellFormed()) throw FALLBACK;
+          this.check((v as Record<string, unknown>)[k]);
+        }
+        return;
+      }
+    }
+    throw FALLBACK;
+  }
+
+  /** A record of only the keys in `want` (the others are checked, not encoded). */
+  private recordOf(o: Record<string, unknown>, want: Map<string, number> | null): number {
+    if (want === null) return this.record(o);
+    const base = this.sp;
+    let n = 0;
+    for (const k in o) {
+      const key = want.get(k);
+      if (key === undefined) {
+        if (!k.isWellFormed()) throw FALLBACK;
+        this.check(o[k]);
+        continue;
+      }
+      const val = this.value(o[k]);
+      this.push(key);
+      this.push(val);
+      n++;
+    }
     const p = this.alloc(8 + 8 * n);
     const w = p >> 2;
     this.i32[w] = T_REC;
     this.i32[w + 1] = n;
-    for (let i = 0; i < n; i++) {
-      const k = this.strId(keys[i]!); // may grow memory: read this.i32 after it
-      this.i32[w + 2 + 2 * i] = k;
-      this.i32[w + 3 + 2 * i] = vals[i]!;
+    this.i32.set(this.scratch.subarray(base, base + 2 * n), w + 2);
+    this.sp = base;
+    return p;
+  }
+
+  private record(o: Record<string, unknown>): number {
+    const base = this.sp;
+    let n = 0;
+    for (const k in o) {
+      const val = this.value(o[k]);
+      const key = this.strId(k);
+      this.push(key);
+      this.push(val);
+      n++;
     }
+    const p = this.alloc(8 + 8 * n);
+    const w = p >> 2;
+    this.i32[w] = T_REC;
+    this.i32[w + 1] = n;
+    this.i32.set(this.scratch.subarray(base, base + 2 * n), w + 2);
+    this.sp = base;
     return p;
   }
 
@@ -457,64 +595,48 @@ export class CompiledEvaluator {
     context?: unknown;
     entities?: unknown;
   }): RawDecision | undefined {
-    if (this.w.staticBytes() > STATIC_LIMIT) this.instantiate();
+    if (this.strNodes.length > this.internLimit || this.w.staticBytes() > this.staticLimit) {
+      this.rebuilds++;
+      this.instantiate();
+    }
     this.top = this.arenaBase;
+    this.sp = 0;
     let principal: number, action: number, resource: number, context: number;
     let entTab: number;
-    let nEnt = 0;
+    let nEnt: number;
     try {
       principal = this.uidOf(req.principal);
       action = this.uidOf(req.action);
       resource = this.uidOf(req.resource);
       const ctx = req.context ?? {};
       if (typeof ctx !== "object" || ctx === null || Array.isArray(ctx)) throw FALLBACK;
-      context = this.record(ctx as Record<string, unknown>);
+      context = this.recordOf(ctx as Record<string, unknown>, this.wholeContext ? null : this.wantAttr);
       const ents = req.entities ?? [];
       if (!Array.isArray(ents)) throw FALLBACK;
       nEnt = ents.length;
-      // encode attributes and tags first, then the contiguous entity table
-      const uids = new Array<number>(nEnt);
-      const attrs = new Array<number>(nEnt);
-      const tags = new Array<number>(nEnt);
-      const parents = new Array<number[]>(nEnt);
-      let tableBytes = 0;
+      // the entity table accumulates on the scratch stack: [uid, attrs, tags, nParents, parent uids...]
       for (let i = 0; i < nEnt; i++) {
-        const e = ents[i] as Record<string, unknown>;
+        const e = ents[i] as { uid?: unknown; attrs?: unknown; parents?: unknown; tags?: unknown };
         if (typeof e !== "object" || e === null) throw FALLBACK;
-        for (const k in e)
-          if (k !== "uid" && k !== "attrs" && k !== "parents" && k !== "tags") throw FALLBACK;
-        const un = this.uidOf(e.uid);
-        uids[i] = this.i32[(un >> 2) + 1]!;
         const a = e.attrs;
         if (typeof a !== "object" || a === null || Array.isArray(a)) throw FALLBACK;
-        attrs[i] = this.record(a as Record<string, unknown>);
+        const attrs = this.recordOf(a as Record<string, unknown>, this.wantAttr);
         const t = e.tags;
-        if (t === undefined) tags[i] = 0;
-        else {
+        let tags = 0;
+        if (t !== undefined) {
           if (typeof t !== "object" || t === null || Array.isArray(t)) throw FALLBACK;
-          tags[i] = this.record(t as Record<string, unknown>);
+          tags = this.recordOf(t as Record<string, unknown>, this.wantTag);
         }
         const ps = e.parents;
         if (!Array.isArray(ps)) throw FALLBACK;
-        const pu = new Array<number>(ps.length);
-        for (let j = 0; j < ps.length; j++) {
-          const pn = this.uidOf(ps[j]);
-          pu[j] = this.i32[(pn >> 2) + 1]!;
-        }
-        parents[i] = pu;
-        tableBytes += 16 + 4 * pu.length;
+        this.push(this.uidIdOf(e.uid));
+        this.push(attrs);
+        this.push(tags);
+        this.push(ps.length);
+        for (let j = 0; j < ps.length; j++) this.push(this.uidIdOf(ps[j]));
       }
-      entTab = this.alloc(tableBytes);
-      let w = entTab >> 2;
-      for (let i = 0; i < nEnt; i++) {
-        const pu = parents[i]!;
-        this.i32[w] = uids[i]!;
-        this.i32[w + 1] = attrs[i]!;
-        this.i32[w + 2] = tags[i]!;
-        this.i32[w + 3] = pu.length;
-        for (let j = 0; j < pu.length; j++) this.i32[w + 4 + j] = pu[j]!;
-        w += 4 + pu.length;
-      }
+      entTab = this.alloc(4 * this.sp);
+      this.i32.set(this.scratch.subarray(0, this.sp), entTab >> 2);
     } catch (e) {
       if (e === FALLBACK) return undefined;
       throw e;

@@ -160,6 +160,20 @@ describe("FetchX509SVID", () => {
     expect(provider.identitiesCalls).toBe(before);
   });
 
+  it("serves 50 concurrent streams, pushes one rotation to all of them, and releases them all", async () => {
+    const readers = Array.from({ length: 50 }, () => serverStream(clients.workload, "FetchX509SVID"));
+    await Promise.all(readers.map((r) => r.next()));
+    expect(provider.listeners.size).toBe(50);
+    const next = provider.rotateDefault();
+    const updates = await Promise.all(readers.map((r) => r.next()));
+    for (const u of updates) {
+      const leaf = bytes((u["svids"] as Record<string, unknown>[])[0]!["x509_svid"]);
+      expect(Buffer.from(leaf).equals(Buffer.from(next.chain[0]!))).toBe(true);
+    }
+    for (const r of readers) r.call.cancel();
+    await waitFor(() => provider.listeners.size === 0 && server.calls.size === 0, 5000, "all released");
+  });
+
   it("ends the stream with PERMISSION_DENIED when the caller loses its last SVID", async () => {
     const r = serverStream(clients.workload, "FetchX509SVID");
     await r.next();
@@ -218,6 +232,35 @@ describe("FetchX509Bundles", () => {
       2,
     );
     r.call.cancel();
+  });
+});
+
+describe("allowUnauthenticatedVerifiers", () => {
+  it("lets a caller without SVIDs stream bundles, but not SVIDs", async () => {
+    const other = tempSocketPath();
+    const open = createWorkloadApiServer({
+      provider,
+      peerOf: () => PEER,
+      allowUnauthenticatedVerifiers: true,
+    });
+    await open.listen(other.socket);
+    const c = connect(other.socket);
+    try {
+      provider.denied = true;
+      const r = serverStream(c.workload, "FetchX509Bundles");
+      expect(Object.keys((await r.next())["bundles"] as object)).toHaveLength(2);
+      r.call.cancel();
+      const j = serverStream(c.workload, "FetchJWTBundles");
+      expect(Object.keys((await j.next())["bundles"] as object)).toHaveLength(2);
+      j.call.cancel();
+      expect((await serverStream(c.workload, "FetchX509SVID").failure()).code).toBe(
+        grpc.status.PERMISSION_DENIED,
+      );
+    } finally {
+      c.close();
+      await open.close();
+      fs.rmSync(other.dir, { recursive: true, force: true });
+    }
   });
 });
 

@@ -274,6 +274,7 @@ class ServerCall {
   readonly path: string;
   readonly requests: RequestQueue;
   done = false;
+  private readonly startedAt = Date.now();
   private headersSent = false;
   private timer: NodeJS.Timeout | undefined;
   private readonly server: GrpcServer;
@@ -299,6 +300,7 @@ class ServerCall {
   }
 
   async send(bytes: Uint8Array): Promise<void> {
+    if (!this.done && (this.stream.closed || this.stream.destroyed)) this.onClosed();
     if (this.done) throw this.endedError();
     if (bytes.length > this.maxSend) {
       throw new GrpcError(
@@ -334,6 +336,10 @@ class ServerCall {
     if (this.done) return;
     this.done = true;
     this.cleanup();
+    this.server.log?.debug(
+      { path: this.path, status, message, ms: Date.now() - this.startedAt },
+      "gRPC call ended",
+    );
     const stream = this.stream;
     if (!stream.closed && !stream.destroyed) {
       const trailers: http2.OutgoingHttpHeaders = { "grpc-status": String(status) };
@@ -370,6 +376,10 @@ class ServerCall {
     if (this.done) return;
     this.done = true;
     this.cleanup();
+    this.server.log?.debug(
+      { path: this.path, ms: Date.now() - this.startedAt },
+      "gRPC call cancelled by the client",
+    );
     const e = new GrpcError(GrpcStatus.CANCELLED, "the client cancelled the call");
     this.requests.fail(e);
     this.controller.abort(e);
@@ -406,13 +416,20 @@ async function removeStaleSocket(path: string): Promise<void> {
       hint: "choose another socket path or remove the file",
     });
   }
-  const alive = await new Promise<boolean>((resolve) => {
+  // Only ECONNREFUSED proves nobody listens; any other failure (e.g. EACCES) leaves the file alone.
+  const alive = await new Promise<boolean>((resolve, reject) => {
     const probe = net.connect(path);
     probe.once("connect", () => {
       probe.destroy();
       resolve(true);
     });
-    probe.once("error", () => resolve(false));
+    probe.once("error", (e: NodeJS.ErrnoException) => {
+      if (e.code === "ECONNREFUSED") resolve(false);
+      else
+        reject(
+          new QhxError("QHX_SOCKET_PATH_IN_USE", `cannot probe the existing socket ${path}: ${e.message}`),
+        );
+    });
   });
   if (alive) {
     throw new QhxError("QHX_SOCKET_IN_USE", `another process is already serving ${path}`, {
@@ -474,7 +491,13 @@ export class GrpcServer {
       throw new QhxError("QHX_INVALID_ARGUMENT", "the gRPC server is already listening");
     await removeStaleSocket(socketPath);
     await new Promise<void>((resolve, reject) => {
-      const onError = (e: Error) => reject(e);
+      const onError = (e: Error) =>
+        reject(
+          new QhxError("QHX_SOCKET_LISTEN_FAILED", `cannot listen on ${socketPath}: ${e.message}`, {
+            hint: "check that the socket's directory exists and is writable (a socket path is at most 107 bytes)",
+            cause: e,
+          }),
+        );
       this.http.once("error", onError);
       this.http.listen(socketPath, () => {
         this.http.off("error", onError);
@@ -515,24 +538,24 @@ export class GrpcServer {
 
   private onStream(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders): void {
     stream.on("error", (err) => this.log?.debug({ err }, "gRPC stream error"));
-    const trailersOnly = (status: GrpcStatusCode, message: string) => {
+    // (respond() throws if the client reset the stream meanwhile: never let that escape this listener)
+    const answer = (headers: http2.OutgoingHttpHeaders) => {
       if (stream.closed || stream.destroyed) return;
-      stream.respond(
-        {
-          ":status": 200,
-          "content-type": RESPONSE_CONTENT_TYPE,
-          "grpc-status": String(status),
-          "grpc-message": encodeGrpcMessage(message),
-        },
-        { endStream: true },
-      );
-      stream.resume();
+      try {
+        stream.respond(headers, { endStream: true });
+        stream.resume();
+      } catch (err) {
+        this.log?.debug({ err }, "could not answer a gRPC request");
+      }
     };
-    const plainHttp = (status: number) => {
-      if (stream.closed || stream.destroyed) return;
-      stream.respond({ ":status": status }, { endStream: true });
-      stream.resume();
-    };
+    const trailersOnly = (status: GrpcStatusCode, message: string) =>
+      answer({
+        ":status": 200,
+        "content-type": RESPONSE_CONTENT_TYPE,
+        "grpc-status": String(status),
+        "grpc-message": encodeGrpcMessage(message),
+      });
+    const plainHttp = (status: number) => answer({ ":status": status });
 
     if (this.closing) return trailersOnly(GrpcStatus.UNAVAILABLE, "the server is shutting down");
     if (headers[":method"] !== "POST") return plainHttp(405);
@@ -586,6 +609,11 @@ export class GrpcServer {
     });
     stream.on("end", () => {
       if (call.done) return;
+      // A reset stream also ends the readable side: that is a cancel, not the client's half-close.
+      if (stream.closed || stream.destroyed) {
+        call.onClosed();
+        return;
+      }
       if (!decoder.idle) {
         call.finish(GrpcStatus.INTERNAL, "the request ended in the middle of a message");
         return;

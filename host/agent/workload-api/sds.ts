@@ -71,7 +71,7 @@ export interface SdsServiceOptions extends SdsOptions {
 }
 
 /** The fields of envoy.service.discovery.v3.DiscoveryRequest this server reads (decoded form). */
-interface DiscoveryRequest {
+export interface DiscoveryRequest {
   version_info: string;
   node: ProtoMessage | null;
   resource_names: string[];

@@ -1,0 +1,124 @@
+/** Agent configuration: agent.yaml validated by a schema, every essential setting also a flag. */
+import path from "node:path";
+import { z } from "zod";
+import { SVID_KEY_ALGS, type SvidKeyAlg } from "../core/alg.ts";
+import { parseDuration } from "../core/clock.ts";
+import { QhxError } from "../core/errors.ts";
+import { checkSpiffeId, parseTrustDomain } from "../core/spiffeid.ts";
+import { splitHostPort } from "../server/config.ts";
+
+const duration = z.union([z.string(), z.number()]).transform((v, ctx) => {
+  try {
+    return parseDuration(v);
+  } catch (e) {
+    ctx.addIssue({ code: "custom", message: (e as Error).message });
+    return z.NEVER;
+  }
+});
+const hostPort = z.string().regex(/^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, "expected HOST:PORT");
+
+export const agentConfigSchema = z
+  .object({
+    trust_domain: z
+      .string()
+      .refine(
+        (v) => checkSpiffeId(v.startsWith("spiffe://") ? v : `spiffe://${v}`) === "OK",
+        "invalid trust domain",
+      )
+      .optional(),
+    server_address: hostPort,
+    trust_bundle_file: z.string().min(1).optional(),
+    insecure_bootstrap: z.boolean().default(false),
+    join_token: z.string().min(16).optional(),
+    x509pop: z
+      .object({ cert_file: z.string().min(1), key_file: z.string().min(1) })
+      .strict()
+      .optional(),
+    data_dir: z.string().min(1),
+    socket_path: z.string().min(1).optional(),
+    health_listen: hostPort.default("127.0.0.1:8082"),
+    log_level: z.enum(["trace", "debug", "info", "warn", "error", "fatal", "silent"]).default("info"),
+    sync_interval: duration.default(parseDuration("5s")),
+    workload_key_type: z.enum(SVID_KEY_ALGS).default("ec-p256"),
+    workload_attestors: z
+      .object({
+        unix: z
+          .union([
+            z.literal(false),
+            z
+              .object({
+                hash_max_bytes: z.number().int().min(0).optional(),
+                discover_cgroup: z.boolean().optional(),
+              })
+              .strict(),
+          ])
+          .optional(),
+      })
+      .strict()
+      .default({}),
+  })
+  .strict();
+
+export interface AgentConfig {
+  trustDomain: string | undefined;
+  server: { host: string; port: number };
+  trustBundleFile: string | undefined;
+  insecureBootstrap: boolean;
+  joinToken: string | undefined;
+  x509pop: { certFile: string; keyFile: string } | undefined;
+  dataDir: string;
+  socketPath: string;
+  healthListen: { host: string; port: number };
+  logLevel: string;
+  syncIntervalMs: number;
+  workloadKeyType: SvidKeyAlg;
+  unix: false | { hashMaxBytes?: number; discoverCgroup?: boolean };
+}
+
+export function parseAgentConfig(raw: unknown, source = "config"): AgentConfig {
+  const r = agentConfigSchema.safeParse(raw);
+  if (!r.success) {
+    const parts = r.error.issues.map((i) => {
+      const where = i.path.join(".") || "(top level)";
+      return i.code === "unrecognized_keys"
+        ? `${where}: unknown key(s) ${i.keys.join(", ")}`
+        : `${where}: ${i.message}`;
+    });
+    throw new QhxError("QHX_INVALID_CONFIG", `${source}: ${parts.join("; ")}`, {
+      hint: "see `qhx agent start --help`",
+    });
+  }
+  const c = r.data;
+  if (!c.trust_bundle_file && !c.insecure_bootstrap) {
+    throw new QhxError("QHX_INVALID_CONFIG", `${source}: trust_bundle_file is required`, {
+      hint: "give --trust-bundle FILE (the server's bundle: qhx bundle show), or --insecure-bootstrap for tests",
+    });
+  }
+  const [host, port] = splitHostPort(c.server_address);
+  const [hh, hp] = splitHostPort(c.health_listen);
+  const dataDir = path.resolve(c.data_dir);
+  const unix = c.workload_attestors.unix;
+  return {
+    trustDomain: c.trust_domain ? parseTrustDomain(c.trust_domain) : undefined,
+    server: { host, port },
+    trustBundleFile: c.trust_bundle_file ? path.resolve(c.trust_bundle_file) : undefined,
+    insecureBootstrap: c.insecure_bootstrap,
+    joinToken: c.join_token,
+    x509pop: c.x509pop
+      ? { certFile: path.resolve(c.x509pop.cert_file), keyFile: path.resolve(c.x509pop.key_file) }
+      : undefined,
+    dataDir,
+    socketPath: path.resolve(c.socket_path ?? path.join(dataDir, "public", "api.sock")),
+    healthListen: { host: hh, port: hp },
+    logLevel: c.log_level,
+    syncIntervalMs: c.sync_interval,
+    workloadKeyType: c.workload_key_type,
+    unix:
+      unix === false
+        ? false
+        : {
+            ...(unix?.hash_max_bytes !== undefined ? { hashMaxBytes: unix.hash_max_bytes } : {}),
+            ...(unix?.discover_cgroup !== undefined ? { discoverCgroup: unix.discover_cgroup } : {}),
+          },
+  };
+}
