@@ -21,6 +21,7 @@ export const SS: usize = memory.data(32, 16);
 export const CTX: usize = memory.data(<i32>CTX_SIZE, 16);
 export const CTX_MU: usize = memory.data(<i32>CTX_SIZE, 16);
 export const CTX_HOST: usize = memory.data(<i32>CTX_SIZE, 16);
+export const CTX_B: usize = memory.data(<i32>CTX_SIZE, 16);
 
 /** Scratch bytes (hash inputs and outputs). */
 export const SCRATCH: usize = memory.data(2048, 16);

@@ -6,14 +6,17 @@ import {
   spAbsorb,
   spAbsorbByte,
   spFinal,
+  spPad,
   spSqueeze,
   spSqueezeByte,
   spHash,
+  keccakF1600Pair,
+  spSqueezePair,
   RATE_SHAKE128,
   RATE_SHAKE256,
   DS_SHAKE,
 } from "./sponge";
-import { CTX, CTX_MU, PK, SK, SIG, SEED, RND, SCRATCH } from "./mem";
+import { CTX, CTX_B, CTX_MU, PK, SK, SIG, SEED, RND, SCRATCH } from "./mem";
 import { packI32, packI32Off, unpackI32, unpackI32Off } from "./pack";
 import { montmul32, montmul32v, reduce32x4, caddq32x4 } from "./simd16";
 
@@ -355,24 +358,54 @@ function polyChkNorm(p: usize, bound: i32): i32 {
 }
 
 // ---- sampling ----
-/** Rejection-sample a uniform polynomial in NTT domain from SHAKE128(rho || j || i) (FIPS 204 RejNTTPoly). */
-function rejNttPoly(out: usize, rho: usize, j: i32, i: i32): void {
-  spInit(CTX, RATE_SHAKE128, DS_SHAKE);
-  spAbsorb(CTX, rho, 32);
-  spAbsorbByte(CTX, j);
-  spAbsorbByte(CTX, i);
-  spFinal(CTX);
-  let n = 0;
-  while (true) {
-    for (let b: usize = 0; b < 168 && n < 256; b += 3) {
-      const v = <i32>(load<u32>(CTX + b) & 0x7fffff);
-      if (v < Q) {
-        store<i32>(cf(out, n), v);
-        n++;
-      }
+/** Parse one SHAKE128 block of `ctx` into coefficients < q (FIPS 204 RejNTTPoly); returns the new count. */
+function rejParse(ctx: usize, out: usize, n: i32): i32 {
+  for (let b: usize = 0; b < 168 && n < 256; b += 3) {
+    const v = <i32>(load<u32>(ctx + b) & 0x7fffff);
+    if (v < Q) {
+      store<i32>(cf(out, n), v);
+      n++;
     }
-    if (n >= 256) break;
+  }
+  return n;
+}
+
+function rejStart(ctx: usize, rho: usize, j: i32, i: i32): void {
+  spInit(ctx, RATE_SHAKE128, DS_SHAKE);
+  spAbsorb(ctx, rho, 32);
+  spAbsorbByte(ctx, j);
+  spAbsorbByte(ctx, i);
+  spPad(ctx);
+}
+
+/** RejNTTPoly from SHAKE128(rho || j || i). */
+function rejNttPoly(out: usize, rho: usize, j: i32, i: i32): void {
+  rejStart(CTX, rho, j, i);
+  let n = 0;
+  while (n < 256) {
     keccakF1600(CTX);
+    n = rejParse(CTX, out, n);
+  }
+}
+
+/** Two RejNTTPoly at once: the two SHAKE128 streams share the two-way SIMD permutation. */
+function rejNttPolyPair(outA: usize, jA: i32, iA: i32, outB: usize, jB: i32, iB: i32, rho: usize): void {
+  rejStart(CTX, rho, jA, iA);
+  rejStart(CTX_B, rho, jB, iB);
+  let na = 0;
+  let nb = 0;
+  while (na < 256 && nb < 256) {
+    keccakF1600Pair(CTX, CTX_B);
+    na = rejParse(CTX, outA, na);
+    nb = rejParse(CTX_B, outB, nb);
+  }
+  while (na < 256) {
+    keccakF1600(CTX);
+    na = rejParse(CTX, outA, na);
+  }
+  while (nb < 256) {
+    keccakF1600(CTX_B);
+    nb = rejParse(CTX_B, outB, nb);
   }
 }
 
@@ -398,8 +431,13 @@ function sameBytes(a: usize, b: usize, n: usize): bool {
 function expandA(rho: usize): void {
   if (matLevel == curLevel && sameBytes(rho, MAT_RHO, 32)) return;
   matLevel = 0;
-  for (let i = 0; i < K; i++)
-    for (let j = 0; j < L; j++) rejNttPoly(MAT + <usize>(i * L + j) * PB, rho, j, i);
+  const n = K * L;
+  let t = 0;
+  for (; t + 1 < n; t += 2) {
+    const u = t + 1;
+    rejNttPolyPair(MAT + <usize>t * PB, t % L, t / L, MAT + <usize>u * PB, u % L, u / L, rho);
+  }
+  if (t < n) rejNttPoly(MAT + <usize>t * PB, rho, t % L, t / L);
   memory.copy(MAT_RHO, rho, 32);
   matLevel = curLevel;
 }
@@ -442,15 +480,30 @@ function rejBoundedPoly(out: usize, rhop: usize, nonce: i32): void {
   }
 }
 
-/** ExpandMask: y = gamma1 - unpack(SHAKE256(rho'' || nonce16)), for y[0..l). */
+const BUF_B: usize = memory.data(1024, 16);
+
+function maskStart(ctx: usize, nonce: i32): void {
+  spInit(ctx, RATE_SHAKE256, DS_SHAKE);
+  spAbsorb(ctx, RHOPP, 64);
+  spAbsorbByte(ctx, nonce & 0xff);
+  spAbsorbByte(ctx, (nonce >> 8) & 0xff);
+}
+
+/** ExpandMask: y = gamma1 - unpack(SHAKE256(rho'' || nonce16)), for y[0..l), two streams at a time. */
 function expandMask(kappa: i32): void {
   const nbytes = <usize>(32 * ZBITS);
-  for (let r = 0; r < L; r++) {
-    const nonce = kappa + r;
-    spInit(CTX, RATE_SHAKE256, DS_SHAKE);
-    spAbsorb(CTX, RHOPP, 64);
-    spAbsorbByte(CTX, nonce & 0xff);
-    spAbsorbByte(CTX, (nonce >> 8) & 0xff);
+  let r = 0;
+  for (; r + 1 < L; r += 2) {
+    maskStart(CTX, kappa + r);
+    maskStart(CTX_B, kappa + r + 1);
+    spPad(CTX);
+    spPad(CTX_B);
+    spSqueezePair(CTX, CTX_B, BUF, BUF_B, nbytes);
+    unpackI32Off(BUF, Y + <usize>r * PB, ZBITS, GAMMA1);
+    unpackI32Off(BUF_B, Y + <usize>(r + 1) * PB, ZBITS, GAMMA1);
+  }
+  if (r < L) {
+    maskStart(CTX, kappa + r);
     spFinal(CTX);
     spSqueeze(CTX, BUF, nbytes);
     unpackI32Off(BUF, Y + <usize>r * PB, ZBITS, GAMMA1);
@@ -559,6 +612,11 @@ export function dsaKeygen(level: i32): i32 {
   }
   memory.fill(HB, 0, 34);
   memory.fill(RHOP, 0, 96);
+  memory.fill(S1, 0, <usize>L * PB);
+  memory.fill(S2, 0, <usize>K * PB);
+  memory.fill(T0, 0, <usize>K * PB);
+  memory.fill(Y, 0, <usize>L * PB);
+  memory.fill(CTX, 0, 200);
   return 0;
 }
 
@@ -735,6 +793,10 @@ export function dsaSignEnd(level: i32): i32 {
   memory.fill(Y, 0, <usize>L * PB);
   memory.fill(W0, 0, <usize>K * PB);
   memory.fill(RHOPP, 0, 64);
+  memory.fill(BUF, 0, 1024);
+  memory.fill(BUF_B, 0, 1024);
+  memory.fill(CTX, 0, 200);
+  memory.fill(CTX_B, 0, 200);
   return 0;
 }
 

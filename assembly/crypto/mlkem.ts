@@ -7,8 +7,11 @@ import {
   spAbsorb,
   spAbsorbByte,
   spFinal,
+  spPad,
   spSqueeze,
   spHash,
+  keccakF1600Pair,
+  spSqueezePair,
   RATE_SHAKE128,
   RATE_SHAKE256,
   RATE_SHA3_256,
@@ -16,7 +19,7 @@ import {
   DS_SHAKE,
   DS_SHA3,
 } from "./sponge";
-import { CTX, PK, SK, SIG, SEED, RND, SS, SCRATCH } from "./mem";
+import { CTX, CTX_B, PK, SK, SIG, SEED, RND, SS, SCRATCH } from "./mem";
 import { fqmul16, fqmulc16, barrett16 } from "./simd16";
 
 const Q: i32 = 3329;
@@ -386,51 +389,89 @@ function polyAdd(r: usize, a: usize, b: usize): void {
 }
 
 // ---- sampling ----
+/** Parse one SHAKE128 block of `ctx` into coefficients < q (FIPS 203 SampleNTT); returns the new count. */
+function sampleParse(ctx: usize, out: usize, n: i32): i32 {
+  for (let b: usize = 0; b < 168 && n < 256; b += 3) {
+    const x = load<u32>(ctx + b);
+    const d1 = <i32>(x & 0xfff);
+    const d2 = <i32>((x >> 12) & 0xfff);
+    if (d1 < Q) {
+      st(out, n, d1);
+      n++;
+    }
+    if (d2 < Q && n < 256) {
+      st(out, n, d2);
+      n++;
+    }
+  }
+  return n;
+}
+
+function sampleStart(ctx: usize, rho: usize, j: i32, i: i32): void {
+  spInit(ctx, RATE_SHAKE128, DS_SHAKE);
+  spAbsorb(ctx, rho, 32);
+  spAbsorbByte(ctx, j);
+  spAbsorbByte(ctx, i);
+  spPad(ctx);
+}
+
 /** SampleNTT(rho || j || i) into out. */
 function sampleNtt(out: usize, rho: usize, j: i32, i: i32): void {
-  spInit(CTX, RATE_SHAKE128, DS_SHAKE);
-  spAbsorb(CTX, rho, 32);
-  spAbsorbByte(CTX, j);
-  spAbsorbByte(CTX, i);
-  spFinal(CTX);
+  sampleStart(CTX, rho, j, i);
   let n = 0;
-  while (true) {
-    for (let b: usize = 0; b < 168 && n < 256; b += 3) {
-      const x = load<u32>(CTX + b);
-      const d1 = <i32>(x & 0xfff);
-      const d2 = <i32>((x >> 12) & 0xfff);
-      if (d1 < Q) {
-        st(out, n, d1);
-        n++;
-      }
-      if (d2 < Q && n < 256) {
-        st(out, n, d2);
-        n++;
-      }
-    }
-    if (n >= 256) break;
+  while (n < 256) {
     keccakF1600(CTX);
+    n = sampleParse(CTX, out, n);
   }
 }
 
-/** A (or its transpose) from rho: MAT[i][j] = SampleNTT(rho || j || i). */
-function genMatrix(rho: usize, transposed: bool): void {
-  for (let i = 0; i < K; i++)
-    for (let j = 0; j < K; j++) {
-      const out = MAT + <usize>(i * K + j) * PB;
-      if (transposed) sampleNtt(out, rho, i, j);
-      else sampleNtt(out, rho, j, i);
-    }
+/** Two SampleNTT at once (two-way SIMD permutation). */
+function sampleNttPair(outA: usize, jA: i32, iA: i32, outB: usize, jB: i32, iB: i32, rho: usize): void {
+  sampleStart(CTX, rho, jA, iA);
+  sampleStart(CTX_B, rho, jB, iB);
+  let na = 0;
+  let nb = 0;
+  while (na < 256 && nb < 256) {
+    keccakF1600Pair(CTX, CTX_B);
+    na = sampleParse(CTX, outA, na);
+    nb = sampleParse(CTX_B, outB, nb);
+  }
+  while (na < 256) {
+    keccakF1600(CTX);
+    na = sampleParse(CTX, outA, na);
+  }
+  while (nb < 256) {
+    keccakF1600(CTX_B);
+    nb = sampleParse(CTX_B, outB, nb);
+  }
 }
 
-/** CBD_eta(PRF_eta(seed, nonce)) into out. */
-function cbd(out: usize, seed: usize, nonce: i32, eta: i32): void {
-  memory.copy(HB, seed, 32);
-  store<u8>(HB + 32, <u8>nonce);
-  spHash(CTX, RATE_SHAKE256, DS_SHAKE, HB, 33, PRF, <usize>(64 * eta));
+/** A (or its transpose) from rho: MAT[i][j] = SampleNTT(rho || j || i), or rho || i || j transposed. */
+function genMatrix(rho: usize, transposed: bool): void {
+  const n = K * K;
+  let t = 0;
+  for (; t + 1 < n; t += 2) {
+    const u = t + 1;
+    const ti = t / K;
+    const tj = t % K;
+    const ui = u / K;
+    const uj = u % K;
+    if (transposed) sampleNttPair(MAT + <usize>t * PB, ti, tj, MAT + <usize>u * PB, ui, uj, rho);
+    else sampleNttPair(MAT + <usize>t * PB, tj, ti, MAT + <usize>u * PB, uj, ui, rho);
+  }
+  if (t < n) {
+    if (transposed) sampleNtt(MAT + <usize>t * PB, rho, t / K, t % K);
+    else sampleNtt(MAT + <usize>t * PB, rho, t % K, t / K);
+  }
+}
+
+const PRF_B: usize = memory.data(192, 16);
+
+/** CBD_eta of the 64 * eta bytes at `buf` into out. */
+function cbdFrom(out: usize, buf: usize, eta: i32): void {
   if (eta == 2) {
     for (let i = 0; i < 32; i++) {
-      const t = load<u32>(PRF + (<usize>i << 2));
+      const t = load<u32>(buf + (<usize>i << 2));
       const d = (t & 0x55555555) + ((t >> 1) & 0x55555555);
       for (let j = 0; j < 8; j++) {
         const a = <i32>((d >> (4 * j)) & 3);
@@ -440,7 +481,7 @@ function cbd(out: usize, seed: usize, nonce: i32, eta: i32): void {
     }
   } else {
     for (let i = 0; i < 64; i++) {
-      const t = load<u32>(PRF + <usize>(3 * i)) & 0xffffff;
+      const t = load<u32>(buf + <usize>(3 * i)) & 0xffffff;
       const d = (t & 0x249249) + ((t >> 1) & 0x249249) + ((t >> 2) & 0x249249);
       for (let j = 0; j < 4; j++) {
         const a = <i32>((d >> (6 * j)) & 7);
@@ -449,6 +490,49 @@ function cbd(out: usize, seed: usize, nonce: i32, eta: i32): void {
       }
     }
   }
+}
+
+function prfStart(ctx: usize, seed: usize, nonce: i32): void {
+  spInit(ctx, RATE_SHAKE256, DS_SHAKE);
+  spAbsorb(ctx, seed, 32);
+  spAbsorbByte(ctx, nonce);
+  spPad(ctx);
+}
+
+/** CBD_eta(PRF_eta(seed, nonce)) into out. */
+function cbd(out: usize, seed: usize, nonce: i32, eta: i32): void {
+  prfStart(CTX, seed, nonce);
+  keccakF1600(CTX);
+  const n = <usize>(64 * eta);
+  memory.copy(PRF, CTX, n < 136 ? n : 136);
+  if (n > 136) {
+    keccakF1600(CTX);
+    memory.copy(PRF + 136, CTX, n - 136);
+  }
+  cbdFrom(out, PRF, eta);
+}
+
+/** Two CBD samples (nonces n and n + 1) sharing the two-way permutation. */
+function cbdPair(outA: usize, outB: usize, seed: usize, nonce: i32, eta: i32): void {
+  prfStart(CTX, seed, nonce);
+  prfStart(CTX_B, seed, nonce + 1);
+  spSqueezePair(CTX, CTX_B, PRF, PRF_B, <usize>(64 * eta));
+  cbdFrom(outA, PRF, eta);
+  cbdFrom(outB, PRF_B, eta);
+}
+
+/** out[i] = CBD_eta(PRF(seed, nonce + i)) for i < K (polynomials PB apart). */
+function cbdVec(out: usize, seed: usize, nonce: i32, eta: i32): void {
+  let i = 0;
+  for (; i + 1 < K; i += 2) cbdPair(out + <usize>i * PB, out + <usize>(i + 1) * PB, seed, nonce + i, eta);
+  if (i < K) cbd(out + <usize>i * PB, seed, nonce + i, eta);
+}
+
+function wipePrf(): void {
+  memory.fill(PRF, 0, 192);
+  memory.fill(PRF_B, 0, 192);
+  memory.fill(CTX, 0, 200);
+  memory.fill(CTX_B, 0, 200);
 }
 
 // ---- compression ----
@@ -576,9 +660,8 @@ function pkeKeygen(d: usize): void {
   store<u8>(HB + 32, <u8>K);
   spHash(CTX, RATE_SHA3_512, DS_SHA3, HB, 33, RHO, 64); // rho || sigma
   genMatrix(RHO, false);
-  let n = 0;
-  for (let i = 0; i < K; i++) cbd(SV + <usize>i * PB, SIGMA, n++, ETA1);
-  for (let i = 0; i < K; i++) cbd(EV + <usize>i * PB, SIGMA, n++, ETA1);
+  cbdVec(SV, SIGMA, 0, ETA1);
+  cbdVec(EV, SIGMA, K, ETA1);
   for (let i = 0; i < K; i++) ntt(SV + <usize>i * PB);
   for (let i = 0; i < K; i++) ntt(EV + <usize>i * PB);
   for (let i = 0; i < K; i++) {
@@ -625,10 +708,9 @@ function decode12(src: usize, p: usize): i32 {
 
 /** K-PKE.Encrypt(ek at `ek`, m at `m`, r at `r`) into `ct`. TV must hold t^ and MAT the transposed A. */
 function pkeEncrypt(m: usize, r: usize, ct: usize): void {
-  let n = 0;
-  for (let i = 0; i < K; i++) cbd(SV + <usize>i * PB, r, n++, ETA1);
-  for (let i = 0; i < K; i++) cbd(EV + <usize>i * PB, r, n++, 2);
-  cbd(E2, r, n++, 2);
+  cbdVec(SV, r, 0, ETA1);
+  cbdVec(EV, r, K, 2);
+  cbd(E2, r, 2 * K, 2);
   for (let i = 0; i < K; i++) ntt(SV + <usize>i * PB);
   const du = <usize>(32 * DU);
   for (let i = 0; i < K; i++) {
@@ -702,6 +784,7 @@ export function kemKeygen(k: i32): i32 {
   memory.fill(EV, 0, 4 * PB);
   memory.fill(SIGMA, 0, 32);
   memory.fill(HB, 0, 64);
+  wipePrf();
   return 0;
 }
 
@@ -723,6 +806,7 @@ export function kemEncaps(k: i32): i32 {
   memory.fill(SV, 0, 4 * PB);
   memory.fill(EV, 0, 4 * PB);
   memory.fill(E2, 0, PB);
+  wipePrf();
   return 0;
 }
 
@@ -793,5 +877,7 @@ export function kemDecaps(k: i32): i32 {
   memory.fill(EV, 0, 4 * PB);
   memory.fill(E2, 0, PB);
   memory.fill(VP, 0, PB);
+  memory.fill(MP, 0, PB);
+  wipePrf();
   return 0;
 }

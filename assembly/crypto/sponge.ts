@@ -1,6 +1,7 @@
 // SHA-3 / SHAKE sponge (FIPS 202) over Keccak-f[1600]. A context is CTX_SIZE bytes of linear memory:
 // the 200-byte state, then the byte position, the rate and the domain-separation byte.
 import { keccakF1600 } from "./keccakf";
+import { keccakF1600x2 } from "./keccakx2";
 
 export const CTX_SIZE: usize = 216;
 const POS: usize = 200;
@@ -117,4 +118,49 @@ export function spHash(ctx: usize, rate: u32, ds: u32, src: usize, len: usize, d
   spAbsorb(ctx, src, len);
   spFinal(ctx);
   spSqueeze(ctx, dst, outLen);
+}
+
+/** Pad without permuting (for the two-way SIMD permutation below). */
+export function spPad(ctx: usize): void {
+  const rate = <usize>load<u32>(ctx, RATE);
+  const pos = <usize>load<u32>(ctx, POS);
+  store<u8>(ctx + pos, load<u8>(ctx + pos) ^ <u8>load<u32>(ctx, DS));
+  store<u8>(ctx + rate - 1, load<u8>(ctx + rate - 1) ^ 0x80);
+  store<u32>(ctx, 0, POS);
+}
+
+const ST2: usize = memory.data(400, 16);
+
+/** Permute the states of two contexts at once (SIMD build: i64x2 lanes; scalar build: one by one). */
+export function keccakF1600Pair(a: usize, b: usize): void {
+  if (ASC_FEATURE_SIMD) {
+    for (let i: usize = 0; i < 25; i++) {
+      const o = i << 3;
+      v128.store(ST2 + (i << 4), i64x2.replace_lane(i64x2.splat(load<i64>(a + o)), 1, load<i64>(b + o)));
+    }
+    keccakF1600x2(ST2);
+    for (let i: usize = 0; i < 25; i++) {
+      const v = v128.load(ST2 + (i << 4));
+      const o = i << 3;
+      store<i64>(a + o, i64x2.extract_lane(v, 0));
+      store<i64>(b + o, i64x2.extract_lane(v, 1));
+    }
+    return;
+  }
+  keccakF1600(a);
+  keccakF1600(b);
+}
+
+/** After spPad on both: squeeze `len` bytes from each of two contexts with the same rate, pairwise. */
+export function spSqueezePair(a: usize, b: usize, dstA: usize, dstB: usize, len: usize): void {
+  const rate = <usize>load<u32>(a, RATE);
+  let off: usize = 0;
+  while (off < len) {
+    keccakF1600Pair(a, b);
+    let n = rate;
+    if (n > len - off) n = len - off;
+    memory.copy(dstA + off, a, n);
+    memory.copy(dstB + off, b, n);
+    off += n;
+  }
 }

@@ -385,3 +385,7 @@ export function assertIssuanceAllowed(set: CompiledPolicySet, input: IssuanceInp
     { hint: "see `qhx policy show` and `qhx policy test`" },
   );
 }
+
+export { PolicyHolder } from "./distribution.ts";
+export { verifyPolicyVersion } from "./signed.ts";
+export type { PolicySignature, PolicyVersion } from "./signed.ts";

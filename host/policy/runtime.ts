@@ -102,6 +102,12 @@ export interface RawDecision {
   errors: { policyId: string; message: string }[];
 }
 
+interface UidChain {
+  uid: number;
+  node: number;
+  next: UidChain | undefined;
+}
+
 const NAME = /^[_a-zA-Z][_a-zA-Z0-9]*(::[_a-zA-Z][_a-zA-Z0-9]*)*$/;
 const ARENA_BYTES = 4 << 20;
 /**
@@ -123,7 +129,8 @@ export class CompiledEvaluator {
   private top = 0;
   private strIds = new Map<string, number>();
   private strNodes: number[] = [];
-  private uidByType = new Map<string, Map<string, number>>();
+  private uidById = new Map<string, UidChain>();
+  private uidTypes: string[] = [];
   private uidCount = 0;
   private uidNodes: number[] = [];
   private uidCapacity = 0;
@@ -179,7 +186,8 @@ export class CompiledEvaluator {
     this.falseV = this.w.falseValue();
     this.strIds = new Map();
     this.strNodes = [];
-    this.uidByType = new Map();
+    this.uidById = new Map();
+    this.uidTypes = [];
     this.uidCount = 0;
     this.uidNodes = [];
     this.uidCapacity = 0;
@@ -233,10 +241,11 @@ export class CompiledEvaluator {
   }
 
   private uidNode(type: string, id: string): number {
-    const byId = this.uidByType.get(type);
-    if (byId !== undefined) {
-      const n = byId.get(id);
-      if (n !== undefined) return n;
+    // one lookup by id; ids rarely repeat across types, so the chain is usually one node long
+    let n = this.uidById.get(id);
+    while (n !== undefined) {
+      if (this.uidTypes[n.uid] === type) return n.node;
+      n = n.next;
     }
     return this.newUid(type, id);
   }
@@ -256,12 +265,8 @@ export class CompiledEvaluator {
     this.i32[w] = T_ENT;
     this.i32[w + 1] = uid;
     this.i32[w + 2] = typeStr;
-    let byId = this.uidByType.get(type);
-    if (byId === undefined) {
-      byId = new Map();
-      this.uidByType.set(type, byId);
-    }
-    byId.set(id, node);
+    this.uidTypes[uid] = type;
+    this.uidById.set(id, { uid, node, next: this.uidById.get(id) });
     if (uid >= this.uidCapacity) {
       this.uidCapacity = Math.max(64, this.uidCapacity * 2);
       this.w.ensureUids(this.uidCapacity);

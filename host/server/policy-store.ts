@@ -18,6 +18,13 @@ import fs from "node:fs";
 import path from "node:path";
 import { NotFoundError, QhxError, ValidationError } from "../core/errors.ts";
 import {
+  digestOf,
+  POLICY_VERSION_FORMAT,
+  type PolicyVersion,
+  signedContent,
+  verifyPolicyVersion,
+} from "../policy/signed.ts";
+import {
   type CompiledPolicySet,
   compilePolicies,
   type PolicyDecision,
@@ -27,30 +34,8 @@ import {
   QHX_CEDAR_SCHEMA,
 } from "../policy/index.ts";
 
-export const POLICY_VERSION_FORMAT = "qhx-policy-version/1";
-
-export interface PolicySignature {
-  alg: "ed25519";
-  kid: string;
-  /** base64 */
-  value: string;
-}
-
-export interface PolicyVersion {
-  format: typeof POLICY_VERSION_FORMAT;
-  version: number;
-  created_at: string;
-  comment: string | null;
-  /** sha256 (hex) of the canonical JSON of this version without `digest` and `signature`. */
-  digest: string;
-  previous_digest: string | null;
-  policies: Record<string, string>;
-  schema: string;
-  engine: "compiled" | "cedar";
-  unsupported: { policyId: string; construct: string }[];
-  program: PolicyProgram | null;
-  signature: PolicySignature;
-}
+export { canonicalJson, POLICY_VERSION_FORMAT, verifyPolicyVersion } from "../policy/signed.ts";
+export type { PolicySignature, PolicyVersion } from "../policy/signed.ts";
 
 export interface PolicyVersionSummary {
   version: number;
@@ -83,47 +68,6 @@ export interface PolicyTestResult {
   expected: "allow" | "deny";
   decision?: PolicyDecision;
   error?: string;
-}
-
-/** Deterministic JSON: object keys sorted, no whitespace. */
-export function canonicalJson(v: unknown): string {
-  if (v === null || typeof v !== "object") return JSON.stringify(v);
-  if (Array.isArray(v)) return `[${v.map((x) => canonicalJson(x === undefined ? null : x)).join(",")}]`;
-  const o = v as Record<string, unknown>;
-  return `{${Object.keys(o)
-    .filter((k) => o[k] !== undefined)
-    .sort()
-    .map((k) => `${JSON.stringify(k)}:${canonicalJson(o[k])}`)
-    .join(",")}}`;
-}
-
-function signedContent(v: PolicyVersion): Buffer {
-  const rest: Record<string, unknown> = { ...v };
-  delete rest.signature;
-  return Buffer.from(canonicalJson(rest));
-}
-
-function digestOf(v: Omit<PolicyVersion, "digest" | "signature">): string {
-  const rest: Record<string, unknown> = { ...v };
-  delete rest.digest;
-  delete rest.signature;
-  return crypto.createHash("sha256").update(canonicalJson(rest)).digest("hex");
-}
-
-/** Verify a version's digest and signature against the server's policy public key (PEM). */
-export function verifyPolicyVersion(v: PolicyVersion, publicKeyPem: string): boolean {
-  if (v?.format !== POLICY_VERSION_FORMAT || v.signature?.alg !== "ed25519") return false;
-  if (digestOf(v) !== v.digest) return false;
-  try {
-    return crypto.verify(
-      null,
-      signedContent(v),
-      crypto.createPublicKey(publicKeyPem),
-      Buffer.from(v.signature.value, "base64"),
-    );
-  } catch {
-    return false;
-  }
 }
 
 function writeExclusive(file: string, data: string): void {

@@ -94,7 +94,7 @@ export async function startServerProcess(extra: string[] = [], td = "example.org
     },
   );
   const stop = async (signal: NodeJS.Signals = "SIGTERM") => {
-    if (child.exitCode !== null) return child.exitCode;
+    if (child.exitCode !== null || child.signalCode !== null) return child.exitCode;
     const exited = new Promise<number | null>((r) => child.once("exit", (code) => r(code)));
     child.kill(signal);
     return exited;

@@ -201,3 +201,28 @@ describe("qhx policy (CLI)", () => {
     });
   });
 });
+
+describe("distribution (PolicyHolder)", () => {
+  it("verifies, installs and swaps signed versions; refuses tampering and rollback", async () => {
+    const { PolicyHolder } = await import("../../host/policy/distribution.ts");
+    const store = PolicyStore.open(tmp());
+    const v1 = await store.apply({ policies: V1 });
+    const v2 = await store.apply({ policies: V2 });
+    const h = new PolicyHolder(store.publicKeyPem);
+    expect(() => h.authorize(workload("none"))).toThrow(
+      expect.objectContaining({ code: "QHX_POLICY_UNAVAILABLE" }),
+    );
+    expect(await h.update(JSON.parse(JSON.stringify(v1)))).toBe(true);
+    expect(h.authorize(workload("none")).decision).toBe("allow");
+    const forged = {
+      ...v2,
+      policies: { ...v2.policies, "no-software": "permit(principal, action, resource);" },
+    };
+    await expect(h.update(forged)).rejects.toMatchObject({ code: "QHX_POLICY_TAMPERED" });
+    expect(await h.update(v2)).toBe(true);
+    expect(h.version).toMatchObject({ version: 2, engine: "compiled" });
+    expect(h.authorize(workload("none"))).toMatchObject({ decision: "deny", reasons: ["no-software"] });
+    expect(await h.update(v2)).toBe(false);
+    await expect(h.update(v1)).rejects.toMatchObject({ code: "QHX_POLICY_ROLLBACK" });
+  });
+});
