@@ -16,6 +16,9 @@ import { validateJwtSvid } from "../core/jwtsvid.ts";
 import { fromPem } from "../core/pem.ts";
 import { verifyX509Svid } from "../core/x509-verify.ts";
 import { SocketClient } from "./client.ts";
+import { workloadCall } from "./workload-client.ts";
+import { assuranceOf } from "../core/assurance.ts";
+import { parseCertificate, readTlv } from "../core/x509.ts";
 
 const TD = "demo.qhx.internal";
 
@@ -62,6 +65,33 @@ function waitForStart(
   });
 }
 
+function waitForLog(child: ChildProcess, msg: string): Promise<Record<string, unknown>> {
+  return new Promise((resolve, reject) => {
+    let buf = "";
+    const timer = setTimeout(() => reject(new Error(`no "${msg}" within 30 s`)), 30_000);
+    child.stdout!.on("data", (c: Buffer) => {
+      buf += c.toString("utf8");
+      for (let i = buf.indexOf("\n"); i >= 0; i = buf.indexOf("\n")) {
+        const line = buf.slice(0, i);
+        buf = buf.slice(i + 1);
+        try {
+          const rec = JSON.parse(line) as Record<string, unknown>;
+          if (rec.msg === msg) {
+            clearTimeout(timer);
+            resolve(rec);
+          }
+        } catch {
+          /* not a log line */
+        }
+      }
+    });
+    child.once("exit", (code) => {
+      clearTimeout(timer);
+      reject(new Error(`exited with code ${code}`));
+    });
+  });
+}
+
 export async function runDemo(opts: { keep?: boolean } = {}): Promise<number> {
   const say = (s: string) => process.stdout.write(`${s}\n`);
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "qhx-demo-"));
@@ -93,6 +123,8 @@ export async function runDemo(opts: { keep?: boolean } = {}): Promise<number> {
       path.join(dir, "data"),
       "--listen",
       "127.0.0.1:0",
+      "--health-listen",
+      "127.0.0.1:0",
     ],
     { stdio: ["ignore", "pipe", "pipe"] },
   );
@@ -100,6 +132,7 @@ export async function runDemo(opts: { keep?: boolean } = {}): Promise<number> {
   child.stdout!.pipe(logStream);
   child.stderr!.pipe(logStream);
   let client: SocketClient | undefined;
+  let agent: ChildProcess | undefined;
   try {
     const started = await waitForStart(child);
     say(
@@ -185,6 +218,66 @@ export async function runDemo(opts: { keep?: boolean } = {}): Promise<number> {
       throw new Error("accepted for the wrong audience");
     });
 
+    // --- the agent: node attestation with a join token, then the Workload API for this very process
+    const alias = `spiffe://${TD}/nodes/demo-node`;
+    const tok = await c.call<{ token: string }>("POST", "/v1/join-tokens", { ttl: "5m", spiffe_id: alias });
+    const me = `spiffe://${TD}/ns/demo/cli`;
+    await c.call("POST", "/v1/entries", {
+      spiffe_id: me,
+      parent_id: alias,
+      selectors: [`unix:uid:${process.getuid?.() ?? 0}`],
+      namespace: "demo",
+      x509_svid_ttl: 600,
+    });
+    const pem = await c.call<{ bundle: string }>("GET", "/v1/bundle?format=pem");
+    fs.writeFileSync(path.join(dir, "bundle.pem"), pem.bundle);
+    const sock = path.join(dir, "agent", "public", "api.sock");
+    const agentLog = fs.createWriteStream(path.join(dir, "agent.log"));
+    agent = spawn(
+      process.execPath,
+      [
+        findBin(),
+        "agent",
+        "start",
+        "--server",
+        started.listen,
+        "--trust-bundle",
+        path.join(dir, "bundle.pem"),
+        "--join-token",
+        tok.token,
+        "--data-dir",
+        path.join(dir, "agent"),
+        "--socket",
+        sock,
+        "--health-listen",
+        "127.0.0.1:0",
+        "--sync-interval",
+        "2s",
+      ],
+      { stdio: ["ignore", "pipe", "pipe"] },
+    );
+    agent.stdout!.pipe(agentLog);
+    agent.stderr!.pipe(agentLog);
+    const a = agent;
+    await step("agent attested its node (join token) over TLS 1.3", async () => {
+      const rec = await waitForLog(a, "agent started");
+      return `${rec.agentId}, assurance ${rec.assurance}`;
+    });
+    await step("this process fetched its X509-SVID from the Workload API", async () => {
+      const r = await workloadCall(sock, "FetchX509SVID", "X509SVIDRequest", "X509SVIDResponse", {});
+      const svid = (r.svids as { spiffe_id: string; x509_svid: Buffer }[])[0]!;
+      const chain: Uint8Array[] = [];
+      for (let i = 0; i < svid.x509_svid.length;) {
+        const t = readTlv(svid.x509_svid, i);
+        chain.push(svid.x509_svid.subarray(i, t.end));
+        i = t.end;
+      }
+      const v = verifyX509Svid(chain, bundles, new Date());
+      const leaf = parseCertificate(chain[0]!);
+      const ttl = Math.round((leaf.notAfter.getTime() - leaf.notBefore.getTime()) / 1000);
+      return `${v.spiffeId}, key ${leaf.keyAlg}, signed ${leaf.signatureAlgorithm === "1.2.840.10045.4.3.2" ? "ECDSA-P256" : leaf.signatureAlgorithm}, TTL ${ttl}s, assurance ${assuranceOf(leaf)}`;
+    });
+
     await step("metrics exported", async () => {
       const text = await (await fetch(`http://${started.healthListen}/metrics`)).text();
       const issued = text
@@ -199,6 +292,13 @@ export async function runDemo(opts: { keep?: boolean } = {}): Promise<number> {
     say(`  FAIL  ${formatError(e)} (server log: ${serverLog})`);
   } finally {
     await client?.close();
+    if (agent && agent.exitCode === null) {
+      const exited = new Promise<number | null>((r) => agent!.once("exit", (code) => r(code)));
+      agent.kill("SIGTERM");
+      const code = await exited;
+      results.push(["agent stopped cleanly on SIGTERM", code === 0, `exit code ${code}`]);
+      say(`  ${code === 0 ? "ok  " : "FAIL"}  agent stopped on SIGTERM (exit code ${code})`);
+    }
     if (child.exitCode === null) {
       const exited = new Promise<number | null>((r) => child.once("exit", (code) => r(code)));
       child.kill("SIGTERM");

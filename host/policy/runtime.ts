@@ -456,6 +456,13 @@ export class CompiledEvaluator {
   private scratch = new Int32Array(4096);
   private sp = 0;
 
+  /** Copy scratch[from, to) to i32[at…] (a loop: subarray() would allocate a view per call). */
+  private copyScratch(from: number, to: number, at: number): void {
+    const src = this.scratch;
+    const dst = this.i32;
+    for (let i = from; i < to; i++) dst[at + i - from] = src[i]!;
+  }
+
   private push(x: number): void {
     if (this.sp === this.scratch.length) {
       const bigger = new Int32Array(this.scratch.length * 2);
@@ -487,7 +494,7 @@ export class CompiledEvaluator {
           const w = p >> 2;
           this.i32[w] = T_SET;
           this.i32[w + 1] = n;
-          this.i32.set(this.scratch.subarray(base, base + n), w + 2);
+          this.copyScratch(base, base + n, w + 2);
           this.sp = base;
           return p;
         }
@@ -565,7 +572,7 @@ export class CompiledEvaluator {
     const w = p >> 2;
     this.i32[w] = T_REC;
     this.i32[w + 1] = n;
-    this.i32.set(this.scratch.subarray(base, base + 2 * n), w + 2);
+    this.copyScratch(base, base + 2 * n, w + 2);
     this.sp = base;
     return p;
   }
@@ -584,7 +591,7 @@ export class CompiledEvaluator {
     const w = p >> 2;
     this.i32[w] = T_REC;
     this.i32[w + 1] = n;
-    this.i32.set(this.scratch.subarray(base, base + 2 * n), w + 2);
+    this.copyScratch(base, base + 2 * n, w + 2);
     this.sp = base;
     return p;
   }
@@ -641,7 +648,7 @@ export class CompiledEvaluator {
         for (let j = 0; j < ps.length; j++) this.push(this.uidIdOf(ps[j]));
       }
       entTab = this.alloc(4 * this.sp);
-      this.i32.set(this.scratch.subarray(0, this.sp), entTab >> 2);
+      this.copyScratch(0, this.sp, entTab >> 2);
     } catch (e) {
       if (e === FALLBACK) return undefined;
       throw e;

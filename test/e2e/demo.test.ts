@@ -18,7 +18,10 @@ describe("qhx demo", () => {
     expect(r.stdout).toMatch(/X509-SVID \(ml-dsa-65 key\) issued and verified/);
     expect(r.stdout).toMatch(/tampered X509-SVID rejected .*QHX_SVID_BAD_SIGNATURE/);
     expect(r.stdout).toMatch(/server stopped on SIGTERM \(exit code 0\)/);
-    expect(r.stdout).toMatch(/\n9 passed, 0 failed\n$/);
+    expect(r.stdout).toMatch(/agent attested its node \(join token\) over TLS 1\.3 .*assurance token/);
+    expect(r.stdout).toMatch(/this process fetched its X509-SVID from the Workload API .*assurance token/);
+    expect(r.stdout).toMatch(/agent stopped on SIGTERM \(exit code 0\)/);
+    expect(r.stdout).toMatch(/\n12 passed, 0 failed\n$/);
   });
 
   it.runIf(built || process.env.CI)("bin/qhx.js prints help and version", () => {
