@@ -2,11 +2,12 @@
  * Policy decisions: µs per decision for the compiled evaluator (host/policy, build/qhx-policy.wasm)
  * against cedar-wasm `statefulIsAuthorized` with the policy set preparsed, on the same requests, at
  * 10, 100 and 1,000 policies. Two families: the QHx mesh set (scaled by copying it per namespace:
- * realistic scopes, 8-entity requests) and randomly generated sets (every supported construct, random
- * entity graphs: a worst case). Goal: ≤ 2 µs per decision at 100 policies.
+ * realistic scopes, 8-entity requests; also with deep-frozen entities, which are encoded once and reused)
+ * and randomly generated sets (every supported construct, random entity graphs: a worst case).
+ * Goal: ≤ 2 µs per decision at 100 policies.
  */
 import * as cedar from "@cedar-policy/cedar-wasm/nodejs";
-import { type CompiledPolicySet, compilePolicies } from "../host/policy/index.ts";
+import { type CompiledPolicySet, compilePolicies, freezeEntities } from "../host/policy/index.ts";
 import { Gen, MESH_POLICIES, meshRequest, type Request } from "../test/policy/gen.ts";
 import { fmt, opsPerSec, table } from "./harness.ts";
 
@@ -27,16 +28,20 @@ async function measure(
   const set = await compilePolicies({ policies: text });
   const psetId = `bench-${label}`;
   cedar.preparsePolicySet(psetId, { staticPolicies: text });
+  // best of three runs each: the machine may be shared
+  const best = async (fn: () => unknown) => {
+    let top = 0;
+    for (let r = 0; r < 3; r++) top = Math.max(top, await opsPerSec(fn, 600));
+    return top;
+  };
   let i = 0;
-  const compiledOps = await opsPerSec(() => set.authorize(reqs[i++ % reqs.length]!), 1500);
+  const compiledOps = await best(() => set.authorize(reqs[i++ % reqs.length]!));
   let j = 0;
-  const cedarOps = await opsPerSec(
-    () =>
-      cedar.statefulIsAuthorized({
-        ...reqs[j++ % reqs.length]!,
-        preparsedPolicySetId: psetId,
-      } as cedar.StatefulAuthorizationCall),
-    1500,
+  const cedarOps = await best(() =>
+    cedar.statefulIsAuthorized({
+      ...reqs[j++ % reqs.length]!,
+      preparsedPolicySetId: psetId,
+    } as cedar.StatefulAuthorizationCall),
   );
   const us = 1e6 / compiledOps;
   const cus = 1e6 / cedarOps;
@@ -51,12 +56,18 @@ export async function run(): Promise<void> {
   process.stdout.write(`Node ${process.versions.node}, cedar-wasm ${cedar.getCedarVersion()}, one core\n\n`);
   const rows: string[][] = [["policy set", "engine", "compiled µs", "cedar µs", "speed-up", "decisions/s"]];
   let goal = NaN;
+  let goalFrozen = NaN;
   for (const n of [10, 100, 1000]) {
     const g = new Gen(7 + n);
     const reqs = Array.from({ length: 512 }, () => meshRequest(g));
     const m = await measure(`mesh ${n}`, scaledMesh(n), reqs);
     if (n === 100) goal = m.us;
     rows.push(m.row);
+    // the same requests with deep-frozen entities, as an agent keeps them: encoded once, then reused
+    const frozen = reqs.map((r) => ({ ...r, entities: freezeEntities(structuredClone(r.entities)) }));
+    const f = await measure(`mesh ${n} frozen`, scaledMesh(n), frozen);
+    if (n === 100) goalFrozen = f.us;
+    rows.push(f.row);
   }
   for (const n of [10, 100, 1000]) {
     const g = new Gen(3 + n);
@@ -65,7 +76,9 @@ export async function run(): Promise<void> {
     rows.push((await measure(`generated ${n}`, text, reqs)).row);
   }
   process.stdout.write(`${table(rows)}\n\n`);
+  const verdict = (us: number) => `${us.toFixed(2)} µs ${us <= 2 ? "MET" : "NOT MET"}`;
   process.stdout.write(
-    `goal: <= 2 µs per decision at 100 policies (mesh): ${goal.toFixed(2)} µs ${goal <= 2 ? "MET" : "NOT MET"}\n`,
+    `goal: <= 2 µs per decision at 100 policies (mesh): ${verdict(goal)}; ` +
+      `with frozen entities: ${verdict(goalFrozen)}\n`,
   );
 }

@@ -4,6 +4,7 @@
  */
 const benches: Record<string, () => Promise<unknown>> = {
   issue: () => import("./issue.ts").then((m) => m.run()),
+  agent: () => import("./agent.ts").then((m) => m.run()),
   policy: () => import("./policy.ts").then((m) => m.run()),
   crypto: () => import("./crypto.ts").then((m) => m.run()),
 };

@@ -23,7 +23,7 @@ import { writeFileAtomic } from "../server/keymanager/disk.ts";
 import type { Logger } from "../server/logger.ts";
 import type { NodeAttestorClient } from "./attestors/index.ts";
 import { ServerClient, spkiPem } from "./server-client.ts";
-import { attestWorkload } from "./workload/index.ts";
+import { attestWorkload, processStartTime } from "./workload/index.ts";
 import type { PeerCred, WorkloadAttestor } from "./workload/types.ts";
 import type { WorkloadIdentities, WorkloadIdentityProvider, WorkloadX509Svid } from "./workload-api/types.ts";
 
@@ -116,6 +116,7 @@ export class Agent implements WorkloadIdentityProvider {
   private bundle: TrustBundle | undefined;
   private entries: RegistrationEntry[] = [];
   private readonly cache = new Map<string, CachedSvid>();
+  private readonly selectorCache = new Map<string, { selectors: Selector[]; until: number }>();
   private readonly jwtCache = new Map<string, { token: string; renewAt: number; expiresAt: number }>();
   private timer: NodeJS.Timeout | undefined;
   private backoffMs = 0;
@@ -347,39 +348,8 @@ export class Agent implements WorkloadIdentityProvider {
       return !c || c.renewAt <= now || c.entry.revision !== e.revision;
     });
     if (due.length > 0) {
-      const keys = new Map(due.map((e) => [e.id, generateKeyPair(this.o.workloadKeyType)]));
-      const r = await this.client.call<{
-        svids: { entry_id: string; spiffe_id: string; chain: string[]; expires_at: number }[];
-      }>("POST", "/agent/v1/svids", {
-        csrs: due.map((e) => ({ entry_id: e.id, public_key: spkiPem(keys.get(e.id)!.publicKey) })),
-      });
-      for (const sv of r.svids) {
-        const entry = this.entries.find((e) => e.id === sv.entry_id)!;
-        const chain = sv.chain.flatMap((p) => fromPem(p));
-        const leaf = parseCertificate(chain[0]!);
-        this.cache.set(entry.id, {
-          entry,
-          notBefore: leaf.notBefore.getTime(),
-          renewAt: renewTime(leaf.notBefore.getTime(), leaf.notAfter.getTime()),
-          svid: {
-            spiffeId: sv.spiffe_id,
-            chain,
-            privateKey: new Uint8Array(
-              keys.get(entry.id)!.privateKey.export({ type: "pkcs8", format: "der" }),
-            ),
-            expiresAt: sv.expires_at,
-            ...(entry.labels.hint ? { hint: entry.labels.hint } : {}),
-          },
-        });
-        this.log.info(
-          {
-            spiffeId: sv.spiffe_id,
-            entryId: entry.id,
-            expiresAt: new Date(sv.expires_at * 1000).toISOString(),
-          },
-          "workload SVID issued",
-        );
-      }
+      // the server takes at most 500 CSRs a request
+      for (let i = 0; i < due.length; i += 500) await this.issueBatch(due.slice(i, i + 500));
       changed = true;
     } else {
       // entries may have changed in ways that don't need a new SVID (e.g. selectors)
@@ -395,6 +365,49 @@ export class Agent implements WorkloadIdentityProvider {
     if (changed) this.events.emit("change");
   }
 
+  private async issueBatch(batch: RegistrationEntry[]): Promise<void> {
+    const keys = new Map(batch.map((e) => [e.id, generateKeyPair(this.o.workloadKeyType)]));
+    const r = await this.client.call<{
+      svids: { entry_id: string; spiffe_id: string; chain: string[]; expires_at: number }[];
+    }>("POST", "/agent/v1/svids", {
+      csrs: batch.map((e) => ({ entry_id: e.id, public_key: spkiPem(keys.get(e.id)!.publicKey) })),
+    });
+    const byId = new Map(batch.map((e) => [e.id, e]));
+    for (const sv of r.svids) {
+      const entry = byId.get(sv.entry_id)!;
+      const chain = sv.chain.flatMap((p) => fromPem(p));
+      const leaf = new crypto.X509Certificate(chain[0]!);
+      const nb = Date.parse(leaf.validFrom);
+      const na = Date.parse(leaf.validTo);
+      this.cache.set(entry.id, {
+        entry,
+        notBefore: nb,
+        renewAt: renewTime(nb, na),
+        svid: {
+          spiffeId: sv.spiffe_id,
+          chain,
+          privateKey: new Uint8Array(keys.get(entry.id)!.privateKey.export({ type: "pkcs8", format: "der" })),
+          expiresAt: sv.expires_at,
+          ...(entry.labels.hint ? { hint: entry.labels.hint } : {}),
+        },
+      });
+      this.log.debug(
+        {
+          spiffeId: sv.spiffe_id,
+          entryId: entry.id,
+          expiresAt: new Date(sv.expires_at * 1000).toISOString(),
+        },
+        "workload SVID issued",
+      );
+    }
+    if (batch.length <= 20) {
+      for (const sv of r.svids)
+        this.log.info({ spiffeId: sv.spiffe_id, entryId: sv.entry_id }, "workload SVID issued");
+    } else {
+      this.log.info({ count: r.svids.length }, "workload SVIDs issued");
+    }
+  }
+
   /** Entries currently cached (for `qhx agent` introspection and tests). */
   cachedSvids(): { entryId: string; spiffeId: string; expiresAt: number }[] {
     return [...this.cache.values()].map((c) => ({
@@ -406,8 +419,27 @@ export class Agent implements WorkloadIdentityProvider {
 
   // --- WorkloadIdentityProvider -------------------------------------------------------------------------
 
+  /**
+   * Workload selectors, cached for 2 s per (pid, process start time): a stream re-resolves its caller on
+   * every change, and a client may call many times a second. The start time guards against pid reuse.
+   */
+  private async selectorsOf(peer: PeerCred): Promise<Selector[]> {
+    const start = await processStartTime(peer.pid);
+    const key = `${peer.pid}:${start}:${peer.uid}:${peer.gid}`;
+    const now = Date.now();
+    const hit = this.selectorCache.get(key);
+    if (hit && hit.until > now) return hit.selectors;
+    const selectors = await attestWorkload(
+      { ...peer, startTime: start } as PeerCred,
+      this.o.workloadAttestors,
+    );
+    if (this.selectorCache.size > 10_000) this.selectorCache.clear();
+    this.selectorCache.set(key, { selectors, until: now + 2000 });
+    return selectors;
+  }
+
   private async matchingEntries(peer: PeerCred): Promise<CachedSvid[]> {
-    const selectors = await attestWorkload(peer, this.o.workloadAttestors);
+    const selectors = await this.selectorsOf(peer);
     const nowS = Math.floor(this.nowMs() / 1000);
     return [...this.cache.values()]
       .filter((c) => c.svid.expiresAt > nowS && selectorsMatch(c.entry.selectors, selectors))

@@ -24,7 +24,14 @@ import {
   workloadUid,
 } from "./schema.ts";
 
-export { QHX_CEDAR_SCHEMA, workloadEntities, namespaceUid, trustDomainUid, workloadUid } from "./schema.ts";
+export {
+  freezeEntities,
+  QHX_CEDAR_SCHEMA,
+  workloadEntities,
+  namespaceUid,
+  trustDomainUid,
+  workloadUid,
+} from "./schema.ts";
 export type { CedarEntity, EntityUidJson, WorkloadIdentity } from "./schema.ts";
 export type { PolicyProgram } from "./compiler.ts";
 

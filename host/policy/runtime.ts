@@ -102,6 +102,34 @@ export interface RawDecision {
   errors: { policyId: string; message: string }[];
 }
 
+/** Whether `o` has exactly one enumerable key (without allocating a key array). */
+function singleKey(o: object): boolean {
+  let n = 0;
+  for (const _k in o) if (++n > 1) return false;
+  return n === 1;
+}
+
+interface CachedEntity {
+  uid: number;
+  attrs: number;
+  tags: number;
+  parents: number[];
+}
+
+/**
+ * Deep-frozen with own data properties only: such an object can never change (freezing is
+ * permanent, and a frozen object's prototype is fixed), so its encoding can be reused.
+ */
+function deepFrozen(v: unknown): boolean {
+  if (typeof v !== "object" || v === null) return true;
+  if (!Object.isFrozen(v)) return false;
+  for (const k in v) {
+    const d = Object.getOwnPropertyDescriptor(v, k);
+    if (!d || !("value" in d) || !deepFrozen(d.value)) return false;
+  }
+  return true;
+}
+
 interface UidChain {
   uid: number;
   node: number;
@@ -129,6 +157,10 @@ export class CompiledEvaluator {
   private top = 0;
   private strIds = new Map<string, number>();
   private strNodes: number[] = [];
+  /** Deep-frozen entity objects, encoded once into static memory (see cachedEntity). */
+  private entCache = new WeakMap<object, CachedEntity>();
+  private notCacheable = new WeakSet<object>();
+  private staticMode = false;
   private uidById = new Map<string, UidChain>();
   private uidTypes: string[] = [];
   private uidCount = 0;
@@ -188,6 +220,7 @@ export class CompiledEvaluator {
     this.strNodes = [];
     this.uidById = new Map();
     this.uidTypes = [];
+    this.entCache = new WeakMap();
     this.uidCount = 0;
     this.uidNodes = [];
     this.uidCapacity = 0;
@@ -374,6 +407,7 @@ export class CompiledEvaluator {
   // ---- request encoding (arena) ----
 
   private alloc(bytes: number): number {
+    if (this.staticMode) return this.salloc(bytes);
     const p = this.top;
     this.top = (p + bytes + 7) & ~7;
     if (this.top > this.arenaEnd) throw FALLBACK;
@@ -500,11 +534,11 @@ export class CompiledEvaluator {
         }
         const o = v as { __entity?: unknown; __extn?: unknown; __expr?: unknown };
         if (o.__entity !== undefined) {
-          if (Object.keys(o).length !== 1) throw FALLBACK;
+          if (!singleKey(o)) throw FALLBACK;
           return this.uidOf(o);
         }
         if (o.__extn !== undefined) {
-          if (Object.keys(o).length !== 1) throw FALLBACK;
+          if (!singleKey(o)) throw FALLBACK;
           return this.extValue(o.__extn);
         }
         if (o.__expr !== undefined) throw FALLBACK;
@@ -557,9 +591,14 @@ export class CompiledEvaluator {
     const base = this.sp;
     let n = 0;
     for (const k in o) {
-      const key = want.get(k);
+      let key = want.get(k);
       if (key === undefined) {
+        // remember well-formed unread keys as -1, so each key costs one lookup
         if (!k.isWellFormed()) throw FALLBACK;
+        if (want.size < 10_000) want.set(k, -1);
+        key = -1;
+      }
+      if (key < 0) {
         this.check(o[k]);
         continue;
       }
@@ -597,6 +636,50 @@ export class CompiledEvaluator {
   }
 
   /**
+   * Encode a deep-frozen entity once, into static memory, and remember it. Undefined when it is not
+   * deep-frozen (or not valid Cedar: then the normal path decides, falling back to cedar-wasm).
+   */
+  private cacheEntity(e: {
+    uid?: unknown;
+    attrs?: unknown;
+    parents?: unknown;
+    tags?: unknown;
+  }): CachedEntity | undefined {
+    if (this.notCacheable.has(e)) return undefined;
+    if (!deepFrozen(e)) {
+      this.notCacheable.add(e);
+      return undefined;
+    }
+    const a = e.attrs;
+    const t = e.tags;
+    const ps = e.parents;
+    if (typeof a !== "object" || a === null || Array.isArray(a)) return undefined;
+    if (t !== undefined && (typeof t !== "object" || t === null || Array.isArray(t))) return undefined;
+    if (!Array.isArray(ps)) return undefined;
+    const sp = this.sp;
+    this.staticMode = true;
+    try {
+      const c: CachedEntity = {
+        uid: this.uidIdOf(e.uid),
+        attrs: this.recordOf(a as Record<string, unknown>, this.wantAttr),
+        tags: t === undefined ? 0 : this.recordOf(t as Record<string, unknown>, this.wantTag),
+        parents: ps.map((p) => this.uidIdOf(p)),
+      };
+      this.entCache.set(e, c);
+      return c;
+    } catch (err) {
+      if (err === FALLBACK) {
+        this.notCacheable.add(e);
+        return undefined;
+      }
+      throw err;
+    } finally {
+      this.staticMode = false;
+      this.sp = sp;
+    }
+  }
+
+  /**
    * Evaluate one request; returns undefined when it must go to cedar-wasm instead.
    * `extraEntities` (the schema's action entities) are added unless the request defines them.
    */
@@ -630,6 +713,17 @@ export class CompiledEvaluator {
       for (let i = 0; i < nEnt; i++) {
         const e = ents[i] as { uid?: unknown; attrs?: unknown; parents?: unknown; tags?: unknown };
         if (typeof e !== "object" || e === null) throw FALLBACK;
+        if (Object.isFrozen(e)) {
+          const c = this.entCache.get(e) ?? this.cacheEntity(e);
+          if (c !== undefined) {
+            this.push(c.uid);
+            this.push(c.attrs);
+            this.push(c.tags);
+            this.push(c.parents.length);
+            for (let j = 0; j < c.parents.length; j++) this.push(c.parents[j]!);
+            continue;
+          }
+        }
         const a = e.attrs;
         if (typeof a !== "object" || a === null || Array.isArray(a)) throw FALLBACK;
         const attrs = this.recordOf(a as Record<string, unknown>, this.wantAttr);

@@ -111,7 +111,23 @@ export const trustDomainUid = (trustDomain: string): EntityUidJson => ({
 
 export const workloadUid = (spiffeId: string): EntityUidJson => ({ type: "Workload", id: spiffeId });
 
-/** The Workload entity plus its Namespace and TrustDomain ancestors, in Cedar's JSON entity format. */
+/**
+ * Deep-freeze entities (and return them). The evaluator encodes a deep-frozen entity object once and
+ * reuses the encoding whenever the same object appears in later requests: freeze the entities you keep
+ * (workloads, namespaces, services) and pass the same objects again.
+ */
+export function freezeEntities<T>(v: T): T {
+  if (typeof v === "object" && v !== null && !Object.isFrozen(v)) {
+    for (const k of Object.keys(v)) freezeEntities((v as Record<string, unknown>)[k]);
+    Object.freeze(v);
+  }
+  return v;
+}
+
+/**
+ * The Workload entity plus its Namespace and TrustDomain ancestors, in Cedar's JSON entity format
+ * (deep-frozen: keep and reuse them across requests).
+ */
 export function workloadEntities(w: WorkloadIdentity): CedarEntity[] {
   const ns = namespaceUid(w.trustDomain, w.namespace);
   const td = trustDomainUid(w.trustDomain);
@@ -124,9 +140,9 @@ export function workloadEntities(w: WorkloadIdentity): CedarEntity[] {
     selectors: w.selectors ?? [],
   };
   if (w.nodeId !== undefined) attrs.nodeId = w.nodeId;
-  return [
+  return freezeEntities([
     { uid: workloadUid(w.spiffeId), attrs, parents: [ns], tags: { ...(w.labels ?? {}) } },
     { uid: ns, attrs: { name: w.namespace, trustDomain: w.trustDomain }, parents: [td] },
     { uid: td, attrs: { name: w.trustDomain }, parents: [] },
-  ];
+  ]);
 }

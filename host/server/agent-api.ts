@@ -253,9 +253,13 @@ export class AgentApi {
     };
   }
 
-  private async entryFor(node: AttestedNode, entryId: unknown): Promise<RegistrationEntry> {
+  private async entryFor(
+    node: AttestedNode,
+    entryId: unknown,
+    known?: Map<string, RegistrationEntry>,
+  ): Promise<RegistrationEntry> {
     if (typeof entryId !== "string") throw new ValidationError("is required", "entry_id");
-    const entry = (await this.entriesFor(node)).find((e) => e.id === entryId);
+    const entry = known ? known.get(entryId) : (await this.entriesFor(node)).find((e) => e.id === entryId);
     if (!entry) {
       throw new QhxError("QHX_PERMISSION_DENIED", `entry ${entryId} does not apply to node ${node.spiffeId}`);
     }
@@ -268,9 +272,10 @@ export class AgentApi {
       throw new ValidationError("must be a list of 1..500 {entry_id, public_key}", "csrs");
     }
     const out = [];
+    const known = new Map((await this.entriesFor(node)).map((e) => [e.id, e]));
     for (const c of csrs) {
       const req = obj(c);
-      const entry = await this.entryFor(node, req.entry_id);
+      const entry = await this.entryFor(node, req.entry_id, known);
       const r = await this.core.issueX509({
         spiffeId: entry.spiffeId,
         publicKey: publicKeyOf(req),

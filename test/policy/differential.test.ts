@@ -5,7 +5,12 @@
  */
 import * as cedar from "@cedar-policy/cedar-wasm/nodejs";
 import { describe, expect, it } from "vitest";
-import { type CompiledPolicySet, compilePolicies, QHX_CEDAR_SCHEMA } from "../../host/policy/index.ts";
+import {
+  type CompiledPolicySet,
+  compilePolicies,
+  freezeEntities,
+  QHX_CEDAR_SCHEMA,
+} from "../../host/policy/index.ts";
 import { Gen, MESH_POLICIES, meshRequest, type Request } from "./gen.ts";
 
 const LONG = process.env.QHX_LONG_TESTS === "1";
@@ -94,7 +99,19 @@ describe("differential vs cedar-wasm", () => {
       const set = await compilePolicies({ policies: MESH_POLICIES, schema: QHX_CEDAR_SCHEMA });
       expect(set.engine).toBe("compiled");
       const g = new Gen(1);
-      const reqs = Array.from({ length: LONG ? 20_000 : 5_000 }, () => meshRequest(g));
+      // half the requests carry deep-frozen entities shared between requests (the cached encoding path)
+      const shared = new Map<string, unknown>();
+      const reqs = Array.from({ length: LONG ? 20_000 : 5_000 }, (_, i) => {
+        const r = meshRequest(g);
+        if (i % 2) {
+          r.entities = r.entities.map((e) => {
+            const key = JSON.stringify(e);
+            if (!shared.has(key)) shared.set(key, freezeEntities(structuredClone(e)));
+            return shared.get(key) as typeof e;
+          });
+        }
+        return r;
+      });
       const t = differential(set, MESH_POLICIES, reqs, QHX_CEDAR_SCHEMA);
       report("mesh", t);
       expect(t.disagreements).toEqual([]);
@@ -119,9 +136,10 @@ describe("differential vs cedar-wasm", () => {
           const set = await compilePolicies({ policies: text });
           expect(set.unsupported).toEqual([]);
           expect(set.engine).toBe("compiled");
+          // every third request also deep-frozen and sent twice (the cached encoding path)
           const reqs = Array.from({ length: LONG ? longCount : count }, (_, i) =>
             g.request({ cycles: i % 50 === 0 }),
-          );
+          ).flatMap((r, i) => (i % 3 === 0 ? [freezeEntities(r), r] : [r]));
           const t = differential(set, text, reqs);
           report(`${n} policies seed ${seed}`, t);
           expect(t.disagreements).toEqual([]);

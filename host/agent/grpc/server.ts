@@ -455,7 +455,12 @@ export class GrpcServer {
     this.log = options.logger;
     this.http = http2.createServer({
       settings: { maxConcurrentStreams: options.maxConcurrentStreams ?? 1000 },
-    });
+      // nghttp2's rapid-reset guard (1000 resets, then 33/s) kills connections of ordinary SPIFFE clients
+      // that fetch once and cancel, many times a second. Callers here are local processes on a Unix
+      // socket, so allow a far higher rate while keeping a bound.
+      streamResetBurst: 100_000,
+      streamResetRate: 10_000,
+    } as http2.ServerOptions);
     this.http.on("connection", (socket: net.Socket) => {
       (socket as unknown as Record<symbol, unknown>)[kRawSocket] = socket;
     });
