@@ -214,7 +214,9 @@ export function buildProgram(): Command {
       )
       .option("--default-x509-svid-ttl <duration>", "default X509-SVID lifetime (default 1h)")
       .option("--default-jwt-svid-ttl <duration>", "default JWT-SVID lifetime (default 5m)")
-      .option("--key-manager <kind>", "disk|memory (default disk)");
+      .option("--key-manager <kind>", "disk|memory (default disk)")
+      .option("--agent-svid-ttl <duration>", "lifetime of agent SVIDs (default 1h)")
+      .option("--x509pop-ca-bundle <file>", "enable x509pop node attestation: operator CA certificates (PEM)");
   const loadServerConfig = (o: Record<string, string | undefined>) => {
     const file = o.config ? readConfigFile(o.config) : {};
     const merged = mergeConfig(file, {
@@ -230,6 +232,8 @@ export function buildProgram(): Command {
       default_x509_svid_ttl: o.defaultX509SvidTtl,
       default_jwt_svid_ttl: o.defaultJwtSvidTtl,
       key_manager: o.keyManager,
+      agent_svid_ttl: o.agentSvidTtl,
+      ...(o.x509popCaBundle ? { node_attestors: { x509pop: { ca_bundle_file: o.x509popCaBundle } } } : {}),
     });
     return parseServerConfig(merged, o.config ?? "flags");
   };

@@ -164,7 +164,6 @@ export class CompiledEvaluator {
   private uidById = new Map<string, UidChain>();
   private uidTypes: string[] = [];
   private uidCount = 0;
-  private uidNodes: number[] = [];
   private uidCapacity = 0;
   private typeOk = new Map<string, boolean>();
   private ipCache = new Map<string, IpValue | null>();
@@ -222,7 +221,6 @@ export class CompiledEvaluator {
     this.uidTypes = [];
     this.entCache = new WeakMap();
     this.uidCount = 0;
-    this.uidNodes = [];
     this.uidCapacity = 0;
     this.refresh();
     this.load(this.program);
@@ -287,6 +285,7 @@ export class CompiledEvaluator {
     let ok = this.typeOk.get(type);
     if (ok === undefined) {
       ok = NAME.test(type) && this.typeCheck(type);
+      if (this.typeOk.size > 10_000) this.typeOk.clear();
       this.typeOk.set(type, ok);
     }
     if (!ok || !id.isWellFormed()) throw FALLBACK;
@@ -588,6 +587,8 @@ export class CompiledEvaluator {
   /** A record of only the keys in `want` (the others are checked, not encoded). */
   private recordOf(o: Record<string, unknown>, want: Map<string, number> | null): number {
     if (want === null) return this.record(o);
+    // a non-plain object (Date, class instance with toJSON…) may serialise differently for Cedar
+    if (o.constructor !== Object) throw FALLBACK;
     const base = this.sp;
     let n = 0;
     for (const k in o) {
@@ -617,6 +618,7 @@ export class CompiledEvaluator {
   }
 
   private record(o: Record<string, unknown>): number {
+    if (o.constructor !== Object) throw FALLBACK;
     const base = this.sp;
     let n = 0;
     for (const k in o) {

@@ -15,7 +15,14 @@
  * version (no version applied yet: admission is not enforced).
  */
 import { isQhxError, NotFoundError, ValidationError } from "../core/errors.ts";
-import { assertIssuanceAllowed, type IssuanceInput, type PolicyDecision } from "../policy/index.ts";
+import { formatSelector } from "../core/entry.ts";
+import { SpiffeId } from "../core/spiffeid.ts";
+import {
+  assertIssuanceAllowed,
+  type IssuanceInput,
+  type PolicyDecision,
+  type WorkloadIdentity,
+} from "../policy/index.ts";
 // types only: admin-api.ts imports this module (its route table spreads policyRoutes)
 import type { AdminRequest, AdminResponse } from "./admin-api.ts";
 import type { ServerCore } from "./core.ts";
@@ -47,6 +54,33 @@ export async function policyAdmission(
   const set = await policyStoreFor(core).policySet("current");
   if (!set) return undefined;
   return assertIssuanceAllowed(set, input);
+}
+
+/**
+ * The Cedar identity of a registration entry's workload (for admission): SPIFFE ID, trust domain,
+ * path, namespace, labels (tags), selectors as "type:value", and optionally the attested node and
+ * assurance level of the issuance.
+ */
+export function workloadIdentityFromEntry(
+  entry: {
+    spiffeId: string;
+    namespace: string;
+    labels: Record<string, string>;
+    selectors: { type: string; value: string }[];
+  },
+  extra: { nodeId?: string; assurance?: string } = {},
+): WorkloadIdentity {
+  const id = SpiffeId.parse(entry.spiffeId);
+  return {
+    spiffeId: entry.spiffeId,
+    trustDomain: id.trustDomain,
+    path: id.path,
+    namespace: entry.namespace,
+    labels: entry.labels,
+    selectors: entry.selectors.map((s) => formatSelector(s)),
+    ...(extra.nodeId !== undefined ? { nodeId: extra.nodeId } : {}),
+    ...(extra.assurance !== undefined ? { assurance: extra.assurance } : {}),
+  };
 }
 
 function obj(body: unknown): Record<string, unknown> {

@@ -28,7 +28,6 @@ import {
   type CompiledPolicySet,
   compilePolicies,
   type PolicyDecision,
-  type PolicyProgram,
   type PolicyRequest,
   policiesFromText,
   QHX_CEDAR_SCHEMA,

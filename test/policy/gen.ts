@@ -257,7 +257,7 @@ export class Gen {
     return `(${this.boolInner(d)})`;
   }
   boolInner(d: number): string {
-    const k = this.int(d > 3 ? 6 : 26);
+    const k = this.int(d > 3 ? 6 : 28);
     switch (k) {
       case 0:
         return this.chance(0.5) ? "true" : "false";
@@ -317,6 +317,12 @@ export class Gen {
         return `${this.recvExpr(d + 1)} has rec.n`;
       case 24:
         return `action in Action::"http"`;
+      case 25:
+        // context as a whole value (the encoder then keeps every context key)
+        return this.chance(0.5) ? `${this.anyExpr(d + 1)} == context` : `[context].contains(context)`;
+      case 26:
+        // a computed tag key (the encoder then keeps every tag)
+        return `${this.entExpr(d + 1)}.hasTag(${this.strExpr(d + 1)})`;
       default:
         return `${this.entExpr(d + 1)} in ${this.entExpr(d + 1)}`;
     }

@@ -217,3 +217,16 @@ describe("evaluator memory bound", () => {
     expect(ev.rebuilds).toBeGreaterThan(2);
   });
 });
+
+describe("encoder corner cases", () => {
+  it("leaves non-plain objects to cedar-wasm", async () => {
+    const set = await compilePolicies({
+      policies: `permit(principal, action, resource) when { context.d == "1970-01-01T00:00:00.000Z" };`,
+    });
+    // a Date serialises as a string for Cedar
+    expect(set.authorize(req({ d: new Date(0) as never })).decision).toBe("allow");
+    expect(set.stats).toEqual({ compiled: 0, cedar: 1 });
+    expect(set.authorize(req({ d: "1970-01-01T00:00:00.000Z" })).decision).toBe("allow");
+    expect(set.stats).toEqual({ compiled: 1, cedar: 1 });
+  });
+});

@@ -226,3 +226,28 @@ describe("distribution (PolicyHolder)", () => {
     await expect(h.update(v1)).rejects.toMatchObject({ code: "QHX_POLICY_ROLLBACK" });
   });
 });
+
+describe("workloadIdentityFromEntry", () => {
+  it("maps a registration entry for admission", async () => {
+    const { workloadIdentityFromEntry } = await import("../../host/server/admin-policy.ts");
+    expect(
+      workloadIdentityFromEntry(
+        {
+          spiffeId: "spiffe://example.org/ns/payments/sa/api",
+          namespace: "payments",
+          labels: { team: "x" },
+          selectors: [{ type: "k8s", value: "ns:payments" }],
+        },
+        { assurance: "hardware" },
+      ),
+    ).toEqual({
+      spiffeId: "spiffe://example.org/ns/payments/sa/api",
+      trustDomain: "example.org",
+      path: "/ns/payments/sa/api",
+      namespace: "payments",
+      labels: { team: "x" },
+      selectors: ["k8s:ns:payments"],
+      assurance: "hardware",
+    });
+  });
+});

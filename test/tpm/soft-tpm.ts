@@ -174,25 +174,20 @@ export class SoftTpm {
   pcr(i: number): Buffer {
     return this.pcrs[i] ?? Buffer.alloc(32);
   }
-  /** Activate (with this EK, for this AK's Name) and quote. */
-  answer(challenge: unknown): {
-    secret: string;
-    quote: string;
-    signature: string;
-    pcr_values: Record<string, string>;
-  } {
-    const c = challenge as {
-      credential_blob: string;
-      encrypted_secret: string;
-      nonce: string;
-      pcrs: number[];
-    };
+  /** TPM2_ActivateCredential with this EK, for this AK's Name. */
+  activate(challenge: unknown): Buffer {
+    const c = challenge as { credential_blob: string; encrypted_secret: string };
     const ek = parseTpm2bPublic(this.ekPublic);
-    const akPub = parseTpm2bPublic(this.akPublic);
-    const secret = activateCredentialSoftware(ek, this.ek.privateKey, objectName(akPub), {
+    return activateCredentialSoftware(ek, this.ek.privateKey, objectName(parseTpm2bPublic(this.akPublic)), {
       credentialBlob: Buffer.from(c.credential_blob, "base64"),
       encryptedSecret: Buffer.from(c.encrypted_secret, "base64"),
     });
+  }
+
+  /** TPM2_Quote by the AK over the challenge's PCRs and nonce. */
+  quote(challenge: unknown): { quote: string; signature: string; pcr_values: Record<string, string> } {
+    const c = challenge as { nonce: string; pcrs: number[] };
+    const akPub = parseTpm2bPublic(this.akPublic);
     const values = c.pcrs.map((i) => this.pcr(i));
     const quote = quoteAttest({
       signerName: objectName(akPub),
@@ -202,10 +197,13 @@ export class SoftTpm {
     });
     const sig = tpmSign(this.ak.privateKey, quote, this.akAlg === "ecc" ? TPM_ALG.ECDSA : TPM_ALG.RSASSA);
     return {
-      secret: secret.toString("base64"),
       quote: quote.toString("base64"),
       signature: sig.toString("base64"),
       pcr_values: Object.fromEntries(c.pcrs.map((i, k) => [String(i), values[k]!.toString("hex")])),
     };
+  }
+
+  answer(challenge: unknown) {
+    return { secret: this.activate(challenge).toString("base64"), ...this.quote(challenge) };
   }
 }

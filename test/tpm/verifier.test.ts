@@ -147,10 +147,8 @@ describe("TpmVerifier (software TPM)", () => {
     const impostor = new SoftTpm();
     const s = await begin(v, { ...tpm.payload(), ak_pub: impostor.akPublic.toString("base64") });
     expect(() => tpm.answer(s.challenge)).toThrow(/integrity/);
-    const forged = {
-      ...impostor.answer({ ...s.challenge, credential_blob: s.challenge.credential_blob }),
-      secret: crypto.randomBytes(32).toString("base64"),
-    };
+    expect(() => impostor.activate(s.challenge)).toThrow(); // and the other TPM has not got the EK
+    const forged = { ...impostor.quote(s.challenge), secret: crypto.randomBytes(32).toString("base64") };
     await expect(s.answer(forged)).rejects.toThrow(/credential activation failed/);
   });
 

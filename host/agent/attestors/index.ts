@@ -7,6 +7,7 @@ import fs from "node:fs";
 import { signData } from "../../core/alg.ts";
 import { QhxError } from "../../core/errors.ts";
 import { readPrivateKeyFile } from "../../server/keymanager/disk.ts";
+import { TpmClient, type TpmClientOptions } from "./tpm.ts";
 
 export interface NodeAttestorClient {
   readonly name: string;
@@ -52,15 +53,18 @@ export class X509PopClient implements NodeAttestorClient {
 export interface NodeAttestorClientConfig {
   joinToken?: string;
   x509pop?: { certFile: string; keyFile: string };
+  /** TPM 2.0 through tpm2-tools: `tcti` e.g. `device:/dev/tpmrm0` or `swtpm:host=127.0.0.1,port=2321` */
+  tpm?: TpmClientOptions;
 }
 
 export function nodeAttestorClient(cfg: NodeAttestorClientConfig): NodeAttestorClient {
-  if (cfg.joinToken && cfg.x509pop) {
-    throw new QhxError("QHX_INVALID_CONFIG", "configure one node attestor: join_token or x509pop, not both");
+  if ([cfg.joinToken, cfg.x509pop, cfg.tpm].filter(Boolean).length > 1) {
+    throw new QhxError("QHX_INVALID_CONFIG", "configure one node attestor: join_token, x509pop or tpm");
   }
   if (cfg.joinToken) return new JoinTokenClient(cfg.joinToken);
   if (cfg.x509pop) return new X509PopClient(cfg.x509pop.certFile, cfg.x509pop.keyFile);
+  if (cfg.tpm) return new TpmClient(cfg.tpm);
   throw new QhxError("QHX_INVALID_CONFIG", "no node attestor configured", {
-    hint: "give --join-token TOKEN, or x509pop cert and key files",
+    hint: "give --join-token TOKEN, x509pop cert and key files, or tpm (a TCTI)",
   });
 }

@@ -3,7 +3,8 @@
  * secret so that only the TPM holding `ek` can recover it, and only by TPM2_ActivateCredential with a
  * loaded object whose Name is `name`.
  *
- *   seed       random, |H_ekNameAlg| bytes; encrypted to the EK with RSA-OAEP(H_ekNameAlg, label "IDENTITY\0")
+ *   seed       random, |H_ekNameAlg| bytes; encrypted to the EK with RSA-OAEP(H_ekNameAlg, label "IDENTITY\0"),
+ *              or for an ECC P-256 EK derived by ECDH with an ephemeral key (KDFe, label "IDENTITY")
  *   symKey     KDFa(H, seed, "STORAGE", name, ∅, EK symmetric key bits)
  *   encIdentity = AES-CFB(symKey, IV = 0, TPM2B_DIGEST(secret))
  *   hmacKey    KDFa(H, seed, "INTEGRITY", ∅, ∅, |H| * 8)
@@ -46,6 +47,78 @@ export function kdfa(
   return k;
 }
 
+/**
+ * KDFe (Part 1 §11.4.10.3): the SP 800-56A concatenation KDF, H(counter || Z || label\0 || partyU || partyV)
+ * for counter = 1, 2, …
+ */
+export function kdfe(
+  hashAlg: number,
+  z: Uint8Array,
+  label: string,
+  partyU: Uint8Array,
+  partyV: Uint8Array,
+  bits: number,
+): Buffer {
+  const h = hashInfo(hashAlg);
+  const bytes = Math.ceil(bits / 8);
+  const lab = Buffer.from(label.endsWith("\0") ? label : `${label}\0`, "latin1");
+  const out: Buffer[] = [];
+  for (let i = 1, got = 0; got < bytes; i++) {
+    const block = crypto
+      .createHash(h.name)
+      .update(u32be(i))
+      .update(z)
+      .update(lab)
+      .update(partyU)
+      .update(partyV)
+      .digest();
+    out.push(block);
+    got += block.length;
+  }
+  const k = Buffer.concat(out).subarray(0, bytes);
+  if (bits % 8) k[0]! &= (1 << (bits % 8)) - 1;
+  return k;
+}
+
+const pad32 = (b: Uint8Array) => Buffer.concat([Buffer.alloc(Math.max(0, 32 - b.length)), b]);
+
+/**
+ * The seed and its encryption to the EK: RSA-OAEP with label "IDENTITY" (Part 1 §24.4, B.10.3), or for a
+ * P-256 EK an ephemeral ECDH key: seed = KDFe(H, Z, "IDENTITY", ephemeral.x, ek.x), and the secret is the
+ * ephemeral public point (TPMS_ECC_POINT; Part 1 C.6.4).
+ */
+function seedFor(ek: TpmPublic, size: number): { seed: Buffer; encrypted: Buffer } {
+  const h = hashInfo(ek.nameAlg);
+  if (ek.type === "rsa") {
+    const seed = crypto.randomBytes(size);
+    const encrypted = crypto.publicEncrypt(
+      {
+        key: publicKeyOf(ek),
+        padding: crypto.constants.RSA_PKCS1_OAEP_PADDING,
+        oaepHash: h.name,
+        oaepLabel: Buffer.from("IDENTITY\0", "latin1"),
+      },
+      seed,
+    );
+    return { seed, encrypted };
+  }
+  publicKeyOf(ek); // P-256 and on the curve
+  const eph = crypto.createECDH("prime256v1");
+  eph.generateKeys();
+  const point = eph.getPublicKey(); // 04 || x || y
+  const ephX = point.subarray(1, 33);
+  const ephY = point.subarray(33, 65);
+  const ekPoint = Buffer.concat([Buffer.from([4]), pad32(ek.x!), pad32(ek.y!)]);
+  let z: Buffer;
+  try {
+    z = eph.computeSecret(ekPoint);
+  } catch {
+    throw tpmFail("the EK's ECC point is not on P-256");
+  }
+  const seed = kdfe(ek.nameAlg, z, "IDENTITY", ephX, ek.x!, size * 8);
+  return { seed, encrypted: Buffer.concat([tpm2b(ephX), tpm2b(ephY)]) };
+}
+
 export interface MadeCredential {
   /** TPM2B_ID_OBJECT */
   credentialBlob: Buffer;
@@ -65,22 +138,12 @@ function ekProtection(ek: TpmPublic): { hash: number; cipher: string; keyBits: n
   return { hash: ek.nameAlg, cipher: `aes-${sym.keyBits}-cfb`, keyBits: sym.keyBits };
 }
 
-/** Make a credential for the object named `name`, to be activated with the (RSA) EK `ek`. */
+/** Make a credential for the object named `name`, to be activated with the (RSA or ECC P-256) EK `ek`. */
 export function makeCredential(ek: TpmPublic, name: Uint8Array, secret: Uint8Array): MadeCredential {
-  if (ek.type !== "rsa") throw tpmFail("only RSA endorsement keys are supported");
   const { hash, cipher, keyBits } = ekProtection(ek);
   const h = hashInfo(hash);
   if (secret.length > h.size) throw tpmFail("credential longer than the EK's digest");
-  const seed = crypto.randomBytes(h.size);
-  const encSeed = crypto.publicEncrypt(
-    {
-      key: publicKeyOf(ek),
-      padding: crypto.constants.RSA_PKCS1_OAEP_PADDING,
-      oaepHash: h.name,
-      oaepLabel: Buffer.from("IDENTITY\0", "latin1"),
-    },
-    seed,
-  );
+  const { seed, encrypted: encSeed } = seedFor(ek, h.size);
   const symKey = kdfa(hash, seed, "STORAGE", name, Buffer.alloc(0), keyBits);
   const c = crypto.createCipheriv(cipher, symKey, Buffer.alloc(16));
   const encIdentity = Buffer.concat([c.update(tpm2b(secret)), c.final()]);
