@@ -170,15 +170,27 @@ export function activateCredentialSoftware(
   const sr = new TpmReader(cred.encryptedSecret, "TPM2B_ENCRYPTED_SECRET");
   const encSeed = sr.tpm2b("secret");
   sr.end();
-  const seed = crypto.privateDecrypt(
-    {
-      key: ekPrivate,
-      padding: crypto.constants.RSA_PKCS1_OAEP_PADDING,
-      oaepHash: h.name,
-      oaepLabel: Buffer.from("IDENTITY\0", "latin1"),
-    },
-    encSeed,
-  );
+  let seed: Buffer;
+  if (ek.type === "rsa") {
+    seed = crypto.privateDecrypt(
+      {
+        key: ekPrivate,
+        padding: crypto.constants.RSA_PKCS1_OAEP_PADDING,
+        oaepHash: h.name,
+        oaepLabel: Buffer.from("IDENTITY\0", "latin1"),
+      },
+      encSeed,
+    );
+  } else {
+    const pr = new TpmReader(encSeed, "TPMS_ECC_POINT");
+    const x = pr.tpm2b("x", 32);
+    const y = pr.tpm2b("y", 32);
+    pr.end();
+    const ecdh = crypto.createECDH("prime256v1");
+    ecdh.setPrivateKey(Buffer.from(ekPrivate.export({ format: "jwk" }).d ?? "", "base64url"));
+    const z = ecdh.computeSecret(Buffer.concat([Buffer.from([4]), pad32(x), pad32(y)]));
+    seed = kdfe(hash, z, "IDENTITY", x, ek.x!, h.size * 8);
+  }
   const cr = new TpmReader(cred.credentialBlob, "TPM2B_ID_OBJECT");
   const idObject = new TpmReader(cr.tpm2b("credential"), "TPMS_ID_OBJECT");
   cr.end();
