@@ -658,22 +658,44 @@ function muFinish(): void {
   spSqueeze(CTX_MU, MU, 64);
 }
 
-/** Sign step 2: with RND (32 bytes, zero for deterministic) loaded, write the signature to SIG. */
+/** Nonzero if some coefficient lies outside [-eta, eta] (no branch on the values). */
+function etaOutOfRange(p: usize): i32 {
+  let bad = 0;
+  for (let i = 0; i < 256; i++) {
+    const a = load<i32>(cf(p, i));
+    bad |= (ETA - a) | (a + ETA);
+  }
+  return bad >>> 31;
+}
+
+/**
+ * Sign step 2: with RND (32 bytes, zero for deterministic) loaded, write the signature to SIG.
+ * Returns 0, or 1 if the secret key's s1/s2 encoding is out of range.
+ */
 export function dsaSignEnd(level: i32): i32 {
   if (!dsaSetParams(level)) return -1;
   muFinish();
   // decode sk
   const eb = <usize>(32 * ETABITS);
   let o = SK + 128;
+  let bad = 0;
   for (let r = 0; r < L; r++) {
     unpackI32Off(o, S1 + <usize>r * PB, ETABITS, ETA);
+    bad |= etaOutOfRange(S1 + <usize>r * PB);
     ntt(S1 + <usize>r * PB);
     o += eb;
   }
   for (let r = 0; r < K; r++) {
     unpackI32Off(o, S2 + <usize>r * PB, ETABITS, ETA);
+    bad |= etaOutOfRange(S2 + <usize>r * PB);
     ntt(S2 + <usize>r * PB);
     o += eb;
+  }
+  if (bad != 0) {
+    // not a valid secret key encoding (s1, s2 must lie in [-eta, eta]); like OpenSSL, refuse it
+    memory.fill(S1, 0, <usize>L * PB);
+    memory.fill(S2, 0, <usize>K * PB);
+    return 1;
   }
   for (let r = 0; r < K; r++) {
     unpackI32Off(o, T0 + <usize>r * PB, 13, 1 << 12);

@@ -22,10 +22,14 @@ import type { RegistrationEntry, Selector } from "../server/datastore/types.ts";
 import { writeFileAtomic } from "../server/keymanager/disk.ts";
 import type { Logger } from "../server/logger.ts";
 import type { NodeAttestorClient } from "./attestors/index.ts";
-import { ServerClient, spkiPem } from "./server-client.ts";
+import { ServerClient } from "./server-client.ts";
+import { createCsr } from "../core/csr.ts";
 import { attestWorkload, processStartTime } from "./workload/index.ts";
 import type { PeerCred, WorkloadAttestor } from "./workload/types.ts";
 import type { WorkloadIdentities, WorkloadIdentityProvider, WorkloadX509Svid } from "./workload-api/types.ts";
+
+/** A base64 DER PKCS#10 request for the key: the server issues only to the holder of the private key. */
+const csrOf = (key: KeyObject) => Buffer.from(createCsr(key)).toString("base64");
 
 export interface AgentOptions {
   trustDomain: string;
@@ -248,14 +252,14 @@ export class Agent implements WorkloadIdentityProvider {
     let r = await this.client.call<Record<string, unknown>>("POST", "/agent/v1/attest", {
       attestor: a.name,
       payload: await a.payload(),
-      public_key: spkiPem(kp.publicKey),
+      csr: csrOf(kp.privateKey),
     });
     for (let round = 0; r.challenge !== undefined; round++) {
       if (round >= 5) throw new QhxError("QHX_ATTESTATION_FAILED", "too many attestation rounds");
       r = await this.client.call<Record<string, unknown>>("POST", "/agent/v1/attest", {
         session: r.session,
         response: await a.answer(r.challenge),
-        public_key: spkiPem(kp.publicKey),
+        csr: csrOf(kp.privateKey),
       });
     }
     const res = r as { agent_id: string; svid: string[]; bundle: string; assurance: string };
@@ -273,7 +277,7 @@ export class Agent implements WorkloadIdentityProvider {
   private async renewAgent(): Promise<void> {
     const kp = generateKeyPair("ec-p256");
     const r = await this.client.call<{ svid: string[] }>("POST", "/agent/v1/renew", {
-      public_key: spkiPem(kp.publicKey),
+      csr: csrOf(kp.privateKey),
     });
     this.setAgentCredentials(
       r.svid.flatMap((p) => fromPem(p)),
@@ -370,7 +374,7 @@ export class Agent implements WorkloadIdentityProvider {
     const r = await this.client.call<{
       svids: { entry_id: string; spiffe_id: string; chain: string[]; expires_at: number }[];
     }>("POST", "/agent/v1/svids", {
-      csrs: batch.map((e) => ({ entry_id: e.id, public_key: spkiPem(keys.get(e.id)!.publicKey) })),
+      csrs: batch.map((e) => ({ entry_id: e.id, csr: csrOf(keys.get(e.id)!.privateKey) })),
     });
     const byId = new Map(batch.map((e) => [e.id, e]));
     for (const sv of r.svids) {

@@ -114,19 +114,24 @@ export function kernelDsaSign(
   checkLength("secret key", secretKey, s.secretKey, "QHX_CRYPTO_KEY_LENGTH");
   checkLength("random", rnd, 32);
   if (ctx.length > 255) throw new QhxError("QHX_CRYPTO_CONTEXT", "context must be at most 255 bytes");
+  let rc: number;
+  let sig: Uint8Array;
   try {
     put(w, w.skPtr(), secretKey);
     w.dsaSignBegin(s.level);
     absorbMessage(w, msg, ctx);
     put(w, w.rndPtr(), rnd);
-    w.dsaSignEnd(s.level);
-    const sig = get(w, w.sigPtr(), s.signature);
+    rc = w.dsaSignEnd(s.level);
+    sig = get(w, w.sigPtr(), s.signature);
     wipe(w, w.skPtr(), s.secretKey);
     wipe(w, w.rndPtr(), 32);
-    return sig;
   } catch (e) {
     throw trap("ML-DSA sign", e);
   }
+  if (rc !== 0) {
+    throw new QhxError("QHX_CRYPTO_KEY_INVALID", `${params} secret key has s1/s2 coefficients out of range`);
+  }
+  return sig;
 }
 
 /** FIPS 204 ML-DSA.Verify; false for every malformed input (lengths, context, encoding). */

@@ -5,15 +5,17 @@
  * agent's X509-SVID, verified here against the trust domain's bundle, and checked against the node
  * record (it must exist, not be evicted, and the certificate must be the node's current one).
  *
- *   POST /agent/v1/attest   {attestor, payload, public_key} | {session, response, public_key}
+ *   POST /agent/v1/attest   {attestor, payload, csr} | {session, response, csr}
  *                           -> {challenge, session} | {agent_id, svid[PEM], bundle, assurance}
- *   POST /agent/v1/renew    {public_key} -> {svid[PEM], expires_at}                        (mTLS)
+ *   POST /agent/v1/renew    {csr} -> {svid[PEM], expires_at}                               (mTLS)
  *   GET  /agent/v1/sync     -> {entries[], bundle, bundle_sequence, assurance, aliases}    (mTLS)
- *   POST /agent/v1/svids    {csrs: [{entry_id, public_key}]} -> {svids: [...]}            (mTLS)
+ *   POST /agent/v1/svids    {csrs: [{entry_id, csr}]} -> {svids: [...]}                   (mTLS)
+ * `csr` is a base64 DER PKCS#10 request; its self-signature proves the agent holds the key.
  *   POST /agent/v1/jwt      {entry_id, audience[]} -> {token, expires_at}                  (mTLS)
  * Errors: `{error: {code, message, hint?}}` with 400/401/403/404.
  */
 import crypto, { type KeyObject } from "node:crypto";
+import { verifyCsr } from "../core/csr.ts";
 import type { Assurance } from "../core/assurance.ts";
 import { bundleToSpiffeJson } from "../core/bundle.ts";
 import { parseDuration } from "../core/clock.ts";
@@ -43,13 +45,16 @@ interface Session {
 
 const SESSION_TTL_MS = 60_000;
 
+/** The key to certify, from a PKCS#10 CSR (base64 DER) whose self-signature proves possession. */
 function publicKeyOf(body: Record<string, unknown>): KeyObject {
-  const pem = body.public_key;
-  if (typeof pem !== "string") throw new ValidationError("is required (SPKI PEM)", "public_key");
+  const csr = body.csr;
+  if (typeof csr !== "string" || !/^[A-Za-z0-9+/]+={0,2}$/.test(csr)) {
+    throw new ValidationError("is required (base64 DER PKCS#10)", "csr");
+  }
   try {
-    return crypto.createPublicKey(pem);
-  } catch {
-    throw new ValidationError("is not a PEM SubjectPublicKeyInfo", "public_key");
+    return verifyCsr(new Uint8Array(Buffer.from(csr, "base64")));
+  } catch (e) {
+    throw new ValidationError((e as Error).message, "csr");
   }
 }
 
@@ -269,7 +274,7 @@ export class AgentApi {
   private async signSvids(node: AttestedNode, body: Record<string, unknown>) {
     const csrs = body.csrs;
     if (!Array.isArray(csrs) || csrs.length === 0 || csrs.length > 500) {
-      throw new ValidationError("must be a list of 1..500 {entry_id, public_key}", "csrs");
+      throw new ValidationError("must be a list of 1..500 {entry_id, csr}", "csrs");
     }
     const out = [];
     const known = new Map((await this.entriesFor(node)).map((e) => [e.id, e]));

@@ -194,6 +194,37 @@ describe("agent and server", () => {
     ]);
   });
 
+  it("attestation needs a CSR whose signature proves possession of the key", async () => {
+    const s = await server();
+    const { token } = (await admin(s, "POST", "/v1/join-tokens", {})) as { token: string };
+    const { ServerClient } = await import("../../host/agent/server-client.ts");
+    const { createCsr } = await import("../../host/core/csr.ts");
+    const { generateKeyPair } = await import("../../host/core/alg.ts");
+    const c = new ServerClient({
+      host: "127.0.0.1",
+      port: s.address.port,
+      trustDomain: TD,
+      roots: bundleRoots(s),
+    });
+    const pem = generateKeyPair("ec-p256").publicKey.export({ type: "spki", format: "pem" });
+    await expect(
+      c.call("POST", "/agent/v1/attest", { attestor: "join_token", payload: { token }, public_key: pem }),
+    ).rejects.toMatchObject({
+      code: "QHX_INVALID_ARGUMENT",
+      message: expect.stringMatching(/^csr: is required/),
+    });
+    const csr = createCsr(generateKeyPair("ec-p256").privateKey);
+    csr[csr.length - 4]! ^= 1;
+    await expect(
+      c.call("POST", "/agent/v1/attest", {
+        attestor: "join_token",
+        payload: { token },
+        csr: Buffer.from(csr).toString("base64"),
+      }),
+    ).rejects.toMatchObject({ message: expect.stringMatching(/does not hold the private key|CSR/) });
+    c.close();
+  });
+
   it("an evicted agent is refused", async () => {
     const s = await server();
     const { token } = (await admin(s, "POST", "/v1/join-tokens", {})) as { token: string };

@@ -132,6 +132,14 @@ describe("ML-DSA API contract", () => {
     expect(code(() => native.mlDsa.sign("ML-DSA-44", secretKey, msg, { context: new Uint8Array(256) }))).toBe(
       "QHX_CRYPTO_CONTEXT",
     );
+    // s1 coefficients out of [-eta, eta]: both backends refuse the key
+    const badKey = secretKey.slice();
+    badKey.fill(0xff, 128, 160);
+    expect(code(() => p.mlDsa.sign("ML-DSA-44", badKey, msg))).toBe("QHX_CRYPTO_KEY_INVALID");
+    expect(code(() => scalar.mlDsa.sign("ML-DSA-44", badKey, msg, { random: false }))).toBe(
+      "QHX_CRYPTO_KEY_INVALID",
+    );
+    expect(code(() => native.mlDsa.sign("ML-DSA-44", badKey, msg))).toBe("QHX_CRYPTO_KEY_INVALID");
     const sig = p.mlDsa.sign("ML-DSA-44", secretKey, msg);
     expect(sig.length).toBe(DSA_SIZES["ML-DSA-44"].signature);
     expect(p.mlDsa.verify("ML-DSA-44", publicKey, msg, sig)).toBe(true);

@@ -65,15 +65,18 @@ export function rsaPublicArea(
   ]);
 }
 
-export function eccPublicArea(key: crypto.KeyObject, o: { attributes: number; curve?: number }): Buffer {
+export function eccPublicArea(
+  key: crypto.KeyObject,
+  o: { attributes: number; curve?: number; ek?: boolean },
+): Buffer {
   const j = jwk(key);
   return Buffer.concat([
     u16be(TPM_ALG.ECC),
     u16be(TPM_ALG.SHA256),
     u32be(o.attributes),
     tpm2b(Buffer.alloc(0)),
-    u16be(TPM_ALG.NULL),
-    Buffer.concat([u16be(TPM_ALG.ECDSA), u16be(TPM_ALG.SHA256)]),
+    o.ek ? Buffer.concat([u16be(TPM_ALG.AES), u16be(128), u16be(TPM_ALG.CFB)]) : u16be(TPM_ALG.NULL),
+    o.ek ? u16be(TPM_ALG.NULL) : Buffer.concat([u16be(TPM_ALG.ECDSA), u16be(TPM_ALG.SHA256)]),
     u16be(o.curve ?? 0x0003),
     u16be(TPM_ALG.NULL),
     tpm2b(unb64u(j.x)),

@@ -4,6 +4,7 @@ import {
   activateCredentialSoftware,
   fromToolsCredentialFile,
   kdfa,
+  kdfe,
   makeCredential,
   toToolsCredentialFile,
 } from "../../host/server/attestation/tpm2/credential.ts";
@@ -255,17 +256,39 @@ describe("MakeCredential", () => {
     expect(() => activateCredentialSoftware(ek, rsa.privateKey, other, cred)).toThrow(/integrity/);
   });
 
-  it("refuses ECC EKs and EKs without AES-CFB protection", () => {
+  it("round-trips with an ECC P-256 EK (ephemeral ECDH, KDFe), and only for the same Name", () => {
     const ec = crypto.generateKeyPairSync("ec", { namedCurve: "P-256" });
-    expect(() =>
-      makeCredential(
-        parseTpmtPublic(eccPublicArea(ec.publicKey, { attributes: EK_ATTRS })),
-        name,
-        Buffer.alloc(32),
-      ),
-    ).toThrow(/only RSA/);
+    const eccEk = parseTpmtPublic(eccPublicArea(ec.publicKey, { attributes: EK_ATTRS, ek: true }));
+    const secret = crypto.randomBytes(32);
+    const cred = makeCredential(eccEk, name, secret);
+    expect(cred.encryptedSecret.readUInt16BE(0)).toBe(2 + 32 + 2 + 32);
+    expect(activateCredentialSoftware(eccEk, ec.privateKey, name, cred)).toEqual(secret);
+    const other = Buffer.from(name);
+    other[9]! ^= 1;
+    expect(() => activateCredentialSoftware(eccEk, ec.privateKey, other, cred)).toThrow(/integrity/);
+  });
+
+  it("KDFe is the concatenation KDF: H(counter || Z || label\\0 || partyU || partyV)", () => {
+    const z = Buffer.alloc(32, 1);
+    const u = Buffer.alloc(32, 2);
+    const v = Buffer.alloc(32, 3);
+    const expected = crypto
+      .createHash("sha256")
+      .update(Buffer.from("00000001", "hex"))
+      .update(z)
+      .update("IDENTITY\0")
+      .update(u)
+      .update(v)
+      .digest();
+    expect(kdfe(TPM_ALG.SHA256, z, "IDENTITY", u, v, 256)).toEqual(expected);
+  });
+
+  it("refuses EKs without AES-CFB protection", () => {
     const noSym = parseTpmtPublic(rsaPublicArea(rsa.publicKey, { attributes: EK_ATTRS }));
     expect(() => makeCredential(noSym, name, Buffer.alloc(32))).toThrow(/AES/);
+    const ec = crypto.generateKeyPairSync("ec", { namedCurve: "P-256" });
+    const eccNoSym = parseTpmtPublic(eccPublicArea(ec.publicKey, { attributes: EK_ATTRS }));
+    expect(() => makeCredential(eccNoSym, name, Buffer.alloc(32))).toThrow(/AES/);
   });
 
   it("writes and reads the tpm2-tools credential file (0xBADCC0DE, version 1, TPM2B_ID_OBJECT, TPM2B_ENCRYPTED_SECRET)", () => {

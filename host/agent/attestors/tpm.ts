@@ -3,8 +3,8 @@
  * TPM 2.0 through tpm2-tools (child processes; the TCTI — e.g. `device:/dev/tpmrm0` or
  * `swtpm:host=127.0.0.1,port=2321` — goes in TPM2TOOLS_TCTI):
  *
- *   payload  tpm2_createek (RSA EK, default template) and tpm2_createak (RSA-2048 RSASSA-SHA256 AK under
- *            the EK); the EK certificate from NV index 0x01c00002 when present, or from a file.
+ *   payload  tpm2_createek (RSA-2048 or ECC P-256 EK, TCG default template) and tpm2_createak (an RSA-2048 RSASSA or P-256 ECDSA
+ *            AK under the EK); the EK certificate from NV index 0x01c00002 (RSA) / 0x01c0000a (ECC) when present, or from a file.
  *   answer   tpm2_activatecredential under an EK policy session (PolicySecret(endorsement)), then
  *            tpm2_quote over the requested sha256 PCRs with the server's nonce.
  *
@@ -24,12 +24,16 @@ import type { NodeAttestorClient } from "./index.ts";
 const fail = (m: string, cause?: unknown) =>
   new QhxError("QHX_ATTESTATION_FAILED", `tpm: ${m}`, cause === undefined ? undefined : { cause });
 
-/** TCG EK Credential Profile: the NV index of the RSA-2048 EK certificate. */
-export const EK_CERT_NV_INDEX_RSA = "0x01c00002";
+/** TCG EK Credential Profile: the NV indices of the RSA-2048 and ECC P-256 EK certificates. */
+export const EK_CERT_NV_INDEX = { rsa: "0x01c00002", ecc: "0x01c0000a" } as const;
 
 export interface TpmClientOptions {
   /** tpm2-tools TCTI, e.g. `device:/dev/tpmrm0`, `swtpm:host=127.0.0.1,port=2321`; default: tpm2-tools' */
   tcti?: string;
+  /** the EK to use: RSA-2048 (default) or ECC P-256, both from the TCG default templates */
+  ekAlg?: "rsa" | "ecc";
+  /** the AK: RSA-2048 RSASSA-SHA256 (default) or ECC P-256 ECDSA-SHA256 */
+  akAlg?: "rsa" | "ecc";
   /** DER or PEM EK certificate to send when the TPM has none in NV */
   ekCertFile?: string;
   /** where the temporary work directory goes; default os.tmpdir() */
@@ -87,7 +91,17 @@ export class TpmClient implements NodeAttestorClient {
   private dir: string | undefined;
 
   constructor(o: TpmClientOptions = {}) {
+    if (o.ekAlg !== undefined && o.ekAlg !== "rsa" && o.ekAlg !== "ecc") {
+      throw new QhxError(
+        "QHX_INVALID_CONFIG",
+        `tpm: EK algorithm "${String(o.ekAlg)}" is neither rsa nor ecc`,
+      );
+    }
     this.o = o;
+  }
+
+  private get ekAlg(): "rsa" | "ecc" {
+    return this.o.ekAlg ?? "rsa";
   }
 
   /** Run one tpm2-tools command in the work directory; returns stdout. */
@@ -124,10 +138,11 @@ export class TpmClient implements NodeAttestorClient {
   }
 
   async payload(): Promise<{ ek_pub: string; ak_pub: string; ek_cert?: string }> {
-    await this.tool("tpm2_createek", ["-c", "ek.ctx", "-G", "rsa", "-u", "ek.pub"]);
+    await this.tool("tpm2_createek", ["-c", "ek.ctx", "-G", this.ekAlg, "-u", "ek.pub"]);
     await this.flush();
+    const ak = this.o.akAlg ?? "rsa";
     await this.tool("tpm2_createak", [
-      ...["-C", "ek.ctx", "-c", "ak.ctx", "-G", "rsa", "-g", "sha256", "-s", "rsassa"],
+      ...["-C", "ek.ctx", "-c", "ak.ctx", "-G", ak, "-g", "sha256", "-s", ak === "rsa" ? "rsassa" : "ecdsa"],
       ...["-u", "ak.pub", "-n", "ak.name"],
     ]);
     await this.flush();
@@ -149,14 +164,14 @@ export class TpmClient implements NodeAttestorClient {
       return pem ? Buffer.from(pem[1]!.replace(/\s+/g, ""), "base64") : raw;
     }
     try {
-      await this.tool("tpm2_nvreadpublic", [EK_CERT_NV_INDEX_RSA]);
+      await this.tool("tpm2_nvreadpublic", [EK_CERT_NV_INDEX[this.ekAlg]]);
     } catch {
       return undefined; // no EK certificate provisioned
     }
     try {
-      await this.tool("tpm2_nvread", [EK_CERT_NV_INDEX_RSA, "-o", "ekcert.der"]);
+      await this.tool("tpm2_nvread", [EK_CERT_NV_INDEX[this.ekAlg], "-o", "ekcert.der"]);
     } catch {
-      await this.tool("tpm2_nvread", ["-C", "o", EK_CERT_NV_INDEX_RSA, "-o", "ekcert.der"]);
+      await this.tool("tpm2_nvread", ["-C", "o", EK_CERT_NV_INDEX[this.ekAlg], "-o", "ekcert.der"]);
     }
     const der = fs.readFileSync(this.file("ekcert.der"));
     const n = derLength(der);
@@ -229,7 +244,7 @@ export class TpmClient implements NodeAttestorClient {
    */
   async ekPublicKeyHash(): Promise<string> {
     try {
-      await this.tool("tpm2_createek", ["-c", "ek.ctx", "-G", "rsa", "-u", "ek.pub"]);
+      await this.tool("tpm2_createek", ["-c", "ek.ctx", "-G", this.ekAlg, "-u", "ek.pub"]);
       await this.flush();
       const ek = publicKeyOf(parseTpm2bPublic(fs.readFileSync(this.file("ek.pub"))));
       return crypto
