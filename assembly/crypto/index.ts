@@ -5,7 +5,7 @@ import { spInit, spAbsorb, spFinal, spSqueeze, CTX_SIZE } from "./sponge";
 import { IO, IO_CAP, PK, SK, SIG, SEED, RND, SS, CTX_HOST, CTX_MU } from "./mem";
 
 export { dsaKeygen, dsaSignBegin, dsaSignEnd, dsaVerifyBegin, dsaVerifyEnd } from "./mldsa";
-export { kemKeygen, kemEncaps, kemDecaps } from "./mlkem";
+export { kemKeygen, kemEncaps, kemDecaps, kemSelfTest } from "./mlkem";
 
 
 export function ioPtr(): usize {

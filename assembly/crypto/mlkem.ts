@@ -169,6 +169,11 @@ function ntt(p: usize): void {
   polyReduce(p);
 }
 
+/**
+ * Inverse NTT (with the Montgomery factor). Inputs |a| <= (q - 1) / 2 (Barrett-reduced). The sums are
+ * reduced only after the len-8 and len-64 layers: coefficients stay below 8q, which fits i16, and every
+ * Montgomery product input stays below 2^15 q.
+ */
 function invntt(p: usize): void {
   if (ASC_FEATURE_SIMD) {
     invnttSimd(p);
@@ -193,10 +198,11 @@ function invntt(p: usize): void {
         }
         continue;
       }
+      const red = len == 8 || len == 64;
       for (let j = start; j < end; j++) {
         const t = ld(p, j);
         const u = ld(p, j + len);
-        st(p, j, barrett(t + u));
+        st(p, j, red ? <i32>barrett(t + u) : t + u);
         st(p, j + len, fqmul(zeta, u - t));
       }
     }
@@ -262,14 +268,14 @@ function invnttSimd(p: usize): void {
     // len 2
     let a = i16x8.shuffle(v0, v1, 0, 1, 4, 5, 8, 9, 12, 13);
     let b = i16x8.shuffle(v0, v1, 2, 3, 6, 7, 10, 11, 14, 15);
-    let x = barrett16(i16x8.add(a, b));
+    let x = i16x8.add(a, b);
     let y = fqmulc16(i16x8.sub(b, a), v128.load(IZ2 + <usize>(g * 32)), v128.load(IZ2 + <usize>(g * 32 + 16)));
     v0 = i16x8.shuffle(x, y, 0, 1, 8, 9, 2, 3, 10, 11);
     v1 = i16x8.shuffle(x, y, 4, 5, 12, 13, 6, 7, 14, 15);
     // len 4
     a = i16x8.shuffle(v0, v1, 0, 1, 2, 3, 8, 9, 10, 11);
     b = i16x8.shuffle(v0, v1, 4, 5, 6, 7, 12, 13, 14, 15);
-    x = barrett16(i16x8.add(a, b));
+    x = i16x8.add(a, b);
     y = fqmulc16(i16x8.sub(b, a), v128.load(IZ4 + <usize>(g * 32)), v128.load(IZ4 + <usize>(g * 32 + 16)));
     v128.store(pp, i16x8.shuffle(x, y, 0, 1, 2, 3, 8, 9, 10, 11));
     v128.store(pp, i16x8.shuffle(x, y, 4, 5, 6, 7, 12, 13, 14, 15), 16);
@@ -282,12 +288,14 @@ function invnttSimd(p: usize): void {
       const zv = i16x8.splat(<i16>zeta);
       const zq = i16x8.splat(<i16>(zeta * QINV));
       const end = start + len;
+      const red = len == 8 || len == 64;
       for (let j = start; j < end; j += 8) {
         const pj = cf(p, j);
         const pl = pj + (<usize>len << 1);
         const t = v128.load(pj);
         const u = v128.load(pl);
-        v128.store(pj, barrett16(i16x8.add(t, u)));
+        const sum = i16x8.add(t, u);
+        v128.store(pj, red ? barrett16(sum) : sum);
         v128.store(pl, fqmulc16(i16x8.sub(u, t), zv, zq));
       }
     }
@@ -880,4 +888,39 @@ export function kemDecaps(k: i32): i32 {
   memory.fill(MP, 0, PB);
   wipePrf();
   return 0;
+}
+
+/**
+ * Self-test of the lazily reduced inverse NTT on extreme inputs: for patterns of coefficients in
+ * [-(q-1)/2, (q-1)/2] (all max, all min, alternating, pseudo-random by `seed`), checks
+ * NTT(invNTT(a)) == a * 2^16 (mod q). Returns the number of mismatching coefficients.
+ */
+export function kemSelfTest(seed: u32): i32 {
+  let bad = 0;
+  let x = seed | 1;
+  for (let pattern = 0; pattern < 6; pattern++) {
+    for (let j = 0; j < 256; j++) {
+      let v: i32;
+      if (pattern == 0) v = 1664;
+      else if (pattern == 1) v = -1664;
+      else if (pattern == 2) v = j & 1 ? 1664 : -1664;
+      else if (pattern == 3) v = j & 2 ? 1664 : -1664;
+      else {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        v = <i32>(x % 3329) - 1664;
+      }
+      st(MP, j, v);
+      st(VP, j, v);
+    }
+    invntt(VP);
+    ntt(VP);
+    for (let j = 0; j < 256; j++) {
+      const want = ((ld(MP, j) * 2285) % Q + Q) % Q; // 2^16 mod q = 2285
+      const got = (ld(VP, j) % Q + Q) % Q;
+      if (want != got) bad++;
+    }
+  }
+  return bad;
 }

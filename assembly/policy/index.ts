@@ -57,6 +57,7 @@ const OP_DGT: i32 = 37;
 const OP_DGE: i32 = 38;
 const OP_ENTEQ: i32 = 39; // [op, var, uidId]: scope `==` (never errors)
 const OP_ENTIS: i32 = 40; // [op, var, typeStrId]: scope `is` (never errors)
+const OP_ERROR: i32 = 42; // [op]: an extension constructor Cedar rejects (always an evaluation error)
 const OP_VARIN: i32 = 41; // [op, var, right]: `principal|action|resource in right`, via memoized ancestors
 
 const E_TYPE: i32 = 1;
@@ -65,6 +66,7 @@ const E_NOENTITY: i32 = 3;
 const E_OVERFLOW: i32 = 4;
 const E_NOTAG: i32 = 5;
 const E_ARENA: i32 = 6;
+const E_EXT: i32 = 7;
 
 let err: i32 = 0;
 let arenaBase: usize = 0;
@@ -506,6 +508,8 @@ function evalNode(n: usize): usize {
       const v = k == 0 ? vPrincipal : k == 1 ? vAction : vResource;
       return boolV(load<i32>(v, 8) == load<i32>(n, 8));
     }
+    case OP_ERROR:
+      return fail(E_EXT);
     case OP_VARIN: {
       const r = evalNode(child(n, 2));
       if (r == 0) return 0;

@@ -6,6 +6,7 @@ import { parseDuration } from "../core/clock.ts";
 import { QhxError } from "../core/errors.ts";
 import { checkSpiffeId, parseTrustDomain } from "../core/spiffeid.ts";
 import { splitHostPort } from "../server/config.ts";
+import type { TpmClientOptions } from "./attestors/tpm.ts";
 
 const duration = z.union([z.string(), z.number()]).transform((v, ctx) => {
   try {
@@ -32,6 +33,15 @@ export const agentConfigSchema = z
     join_token: z.string().min(16).optional(),
     x509pop: z
       .object({ cert_file: z.string().min(1), key_file: z.string().min(1) })
+      .strict()
+      .optional(),
+    tpm: z
+      .object({
+        tcti: z.string().min(1).optional(),
+        ek_alg: z.enum(["rsa", "ecc"]).optional(),
+        ak_alg: z.enum(["rsa", "ecc"]).optional(),
+        ek_cert_file: z.string().min(1).optional(),
+      })
       .strict()
       .optional(),
     data_dir: z.string().min(1),
@@ -66,6 +76,7 @@ export interface AgentConfig {
   insecureBootstrap: boolean;
   joinToken: string | undefined;
   x509pop: { certFile: string; keyFile: string } | undefined;
+  tpm: TpmClientOptions | undefined;
   dataDir: string;
   socketPath: string;
   healthListen: { host: string; port: number };
@@ -106,6 +117,14 @@ export function parseAgentConfig(raw: unknown, source = "config"): AgentConfig {
     joinToken: c.join_token,
     x509pop: c.x509pop
       ? { certFile: path.resolve(c.x509pop.cert_file), keyFile: path.resolve(c.x509pop.key_file) }
+      : undefined,
+    tpm: c.tpm
+      ? {
+          ...(c.tpm.tcti ? { tcti: c.tpm.tcti } : {}),
+          ...(c.tpm.ek_alg ? { ekAlg: c.tpm.ek_alg } : {}),
+          ...(c.tpm.ak_alg ? { akAlg: c.tpm.ak_alg } : {}),
+          ...(c.tpm.ek_cert_file ? { ekCertFile: path.resolve(c.tpm.ek_cert_file) } : {}),
+        }
       : undefined,
     dataDir,
     socketPath: path.resolve(c.socket_path ?? path.join(dataDir, "public", "api.sock")),

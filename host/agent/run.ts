@@ -78,6 +78,7 @@ export async function startAgent(
     attestor: nodeAttestorClient({
       ...(cfg.joinToken ? { joinToken: cfg.joinToken } : {}),
       ...(cfg.x509pop ? { x509pop: cfg.x509pop } : {}),
+      ...(cfg.tpm ? { tpm: cfg.tpm } : {}),
     }),
     workloadAttestors: workloadAttestors(
       { unix: cfg.unix === false ? false : { ...cfg.unix } },
@@ -89,12 +90,12 @@ export async function startAgent(
     logger: log,
   });
   const needsAttestor = !fs.existsSync(path.join(cfg.dataDir, "agent", "state.json"));
-  if (needsAttestor && !cfg.joinToken && !cfg.x509pop) {
+  if (needsAttestor && !cfg.joinToken && !cfg.x509pop && !cfg.tpm) {
     throw new QhxError(
       "QHX_INVALID_CONFIG",
       "this agent has not attested yet and has no node attestor configured",
       {
-        hint: "give --join-token TOKEN (qhx token generate)",
+        hint: "give --join-token TOKEN (qhx token generate), --x509pop-cert/--x509pop-key, or --tpm-tcti",
       },
     );
   }

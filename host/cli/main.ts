@@ -216,7 +216,14 @@ export function buildProgram(): Command {
       .option("--default-jwt-svid-ttl <duration>", "default JWT-SVID lifetime (default 5m)")
       .option("--key-manager <kind>", "disk|memory (default disk)")
       .option("--agent-svid-ttl <duration>", "lifetime of agent SVIDs (default 1h)")
-      .option("--x509pop-ca-bundle <file>", "enable x509pop node attestation: operator CA certificates (PEM)");
+      .option("--x509pop-ca-bundle <file>", "enable x509pop node attestation: operator CA certificates (PEM)")
+      .option("--tpm-ek-ca-bundle <file>", "enable TPM attestation: EK manufacturer CA certificates (PEM)")
+      .option(
+        "--tpm-ek-hash <sha256>",
+        "enable TPM attestation: an allowed EK public key hash (repeatable)",
+        collect,
+      )
+      .option("--tpm-pcrs <list>", "PCRs the TPM quote must cover, e.g. 0,1,7 (default 0-7)");
   const loadServerConfig = (o: Record<string, string | undefined>) => {
     const file = o.config ? readConfigFile(o.config) : {};
     const merged = mergeConfig(file, {
@@ -233,7 +240,23 @@ export function buildProgram(): Command {
       default_jwt_svid_ttl: o.defaultJwtSvidTtl,
       key_manager: o.keyManager,
       agent_svid_ttl: o.agentSvidTtl,
-      ...(o.x509popCaBundle ? { node_attestors: { x509pop: { ca_bundle_file: o.x509popCaBundle } } } : {}),
+      ...(o.x509popCaBundle || o.tpmEkCaBundle || o.tpmEkHash
+        ? {
+            node_attestors: {
+              ...((file.node_attestors as object) ?? {}),
+              ...(o.x509popCaBundle ? { x509pop: { ca_bundle_file: o.x509popCaBundle } } : {}),
+              ...(o.tpmEkCaBundle || o.tpmEkHash
+                ? {
+                    tpm: {
+                      ...(o.tpmEkCaBundle ? { ek_ca_bundle_file: o.tpmEkCaBundle } : {}),
+                      ...(o.tpmEkHash ? { ek_public_key_hashes: o.tpmEkHash } : {}),
+                      ...(o.tpmPcrs ? { pcrs: String(o.tpmPcrs).split(",").map(Number) } : {}),
+                    },
+                  }
+                : {}),
+            },
+          }
+        : {}),
     });
     return parseServerConfig(merged, o.config ?? "flags");
   };
@@ -562,6 +585,8 @@ Example:
     .option("--join-token <token>", "join token for node attestation (qhx token generate)")
     .option("--x509pop-cert <file>", "x509pop: node certificate chain (PEM)")
     .option("--x509pop-key <file>", "x509pop: node private key (PKCS#8, mode 0600)")
+    .option("--tpm-tcti <tcti>", "TPM 2.0 attestation through tpm2-tools, e.g. device:/dev/tpmrm0")
+    .option("--tpm-ek-cert <file>", "TPM: EK certificate to send when the TPM has none in NV")
     .option("--data-dir <dir>", "agent state (its SVID, key, bundle)")
     .option("--socket <path>", "Workload API socket (default <data-dir>/public/api.sock)")
     .option("--health-listen <host:port>", "health/metrics listener (default 127.0.0.1:8082)")

@@ -45,6 +45,8 @@ export interface CryptoWasmExports {
   kemKeygen(level: number): number;
   kemEncaps(level: number): number;
   kemDecaps(level: number): number;
+  /** Lazy-reduction self-test of the ML-KEM inverse NTT; number of mismatches (0 expected). */
+  kemSelfTest(seed: number): number;
 }
 
 export type WasmFlavour = "simd" | "scalar";

@@ -54,6 +54,7 @@ export const OP = {
   ENTEQ: 39,
   ENTIS: 40,
   VARIN: 41,
+  ERROR: 42,
 } as const;
 
 /** Relocation kinds. */
@@ -120,7 +121,7 @@ export class UnsupportedConstruct extends Error {
 }
 
 /** Checks an extension literal against Cedar itself: true when Cedar accepts `fn("arg")`. */
-export type ExtLiteralCheck = (fn: "ip" | "decimal", arg: string) => boolean;
+export type ExtLiteralCheck = (fn: "ip" | "decimal", arg: string) => boolean | undefined;
 
 type Json = unknown;
 type Obj = Record<string, Json>;
@@ -256,7 +257,8 @@ class Builder {
     throw new UnsupportedConstruct(`literal ${JSON.stringify(x)}`);
   }
 
-  extLiteral(fn: "ip" | "decimal", args: Json): ConstValue {
+  /** The constant, or undefined for a literal that Cedar (and our parser) reject. */
+  extLiteral(fn: "ip" | "decimal", args: Json): ConstValue | undefined {
     if (!Array.isArray(args) || args.length !== 1) throw new UnsupportedConstruct(`${fn}() arity`);
     const a = args[0];
     if (!isObj(a) || !("Value" in a) || typeof a.Value !== "string") {
@@ -264,8 +266,11 @@ class Builder {
     }
     const s = a.Value;
     const parsed = fn === "ip" ? parseIp(s) : parseDecimal(s);
+    const valid = this.extCheck(fn, s);
+    // both reject it: evaluating it is an error, every time
+    if (!parsed && valid === false) return undefined;
     // our parser is conservative; Cedar must agree that the literal is valid, else leave it to Cedar
-    if (!parsed || !this.extCheck(fn, s)) throw new UnsupportedConstruct(`${fn}("${s}") literal`);
+    if (!parsed || !valid) throw new UnsupportedConstruct(`${fn}("${s}") literal`);
     if (fn === "ip") {
       const ip = parsed as ReturnType<typeof parseIp> & object;
       return { t: "ip", v6: ip.v6, prefix: ip.prefix, bytes: ip.bytes };
@@ -367,8 +372,10 @@ class Builder {
         return this.node(OP.REC, ops, kinds);
       }
       case "ip":
-      case "decimal":
-        return this.constNode(this.extLiteral(k, v));
+      case "decimal": {
+        const c = this.extLiteral(k, v);
+        return c ? this.constNode(c) : this.node(OP.ERROR, [], []);
+      }
     }
     const bin = BINARY[k];
     if (bin !== undefined) {

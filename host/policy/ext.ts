@@ -58,7 +58,7 @@ export function parseIp(s: string): IpValue | undefined {
   return { v6: true, prefix: prefix ?? 128, bytes };
 }
 
-const DEC = /^(-?)(0|[1-9][0-9]{0,13})\.([0-9]{1,4})$/;
+const DEC = /^(-?)(0|[1-9][0-9]{0,18})\.([0-9]{1,4})$/;
 const I64_MIN = -(2n ** 63n);
 const I64_MAX = 2n ** 63n - 1n;
 

@@ -153,16 +153,28 @@ const EXT_CHECK_REQ = {
   context: {},
   entities: [],
 };
-function cedarExtOk(fn: "ip" | "decimal", arg: string): boolean {
-  // callers only pass strings their parsers accepted: digits, hex, ".", ":", "/", "-"
-  if (!/^[0-9a-fA-F.:/-]*$/.test(arg)) return false;
+/** `s` as a Cedar string literal (printable ASCII as is, everything else as \u{…}). */
+function cedarStringLiteral(s: string): string {
+  let out = '"';
+  for (const ch of s) {
+    const cp = ch.codePointAt(0)!;
+    if (cp >= 0x20 && cp < 0x7f && ch !== '"' && ch !== "\\") out += ch;
+    else out += `\\u{${cp.toString(16)}}`;
+  }
+  return `${out}"`;
+}
+
+/** Does Cedar accept `fn(arg)`? undefined when it cannot tell (the probe itself does not parse). */
+function cedarExtOk(fn: "ip" | "decimal", arg: string): boolean | undefined {
+  if (!arg.isWellFormed()) return undefined;
+  const lit = `${fn}(${cedarStringLiteral(arg)})`;
   const r = cedar.isAuthorized({
     ...EXT_CHECK_REQ,
-    policies: {
-      staticPolicies: `permit(principal, action, resource) when { ${fn}("${arg}") == ${fn}("${arg}") };`,
-    },
+    policies: { staticPolicies: `permit(principal, action, resource) when { ${lit} == ${lit} };` },
   });
-  return r.type === "success" && r.response.decision === "allow";
+  if (r.type !== "success") return undefined;
+  if (r.response.decision === "allow") return true;
+  return r.response.diagnostics.errors.length === 1 ? false : undefined;
 }
 
 /** Action entities declared by a schema (with their action groups), to add to requests. */

@@ -59,6 +59,7 @@ export const ERROR_MESSAGES: Record<number, string> = {
   3: "entity does not exist",
   4: "integer overflow",
   5: "tag does not exist",
+  7: "extension function error (invalid ip or decimal literal)",
 };
 
 const CANDIDATES = ["../../build/qhx-policy.wasm", "../../../build/qhx-policy.wasm"];
@@ -94,7 +95,7 @@ export const FALLBACK = Symbol("fallback");
 /** Checks a type name against Cedar (cached by the caller's closure). */
 export type TypeNameCheck = (type: string) => boolean;
 /** Checks an extension value against Cedar: true when Cedar accepts `fn(arg)`. */
-export type ExtValueCheck = (fn: "ip" | "decimal", arg: string) => boolean;
+export type ExtValueCheck = (fn: "ip" | "decimal", arg: string) => boolean | undefined;
 
 export interface RawDecision {
   decision: "allow" | "deny";
@@ -459,7 +460,7 @@ export class CompiledEvaluator {
       let ip = this.ipCache.get(arg);
       if (ip === undefined) {
         const parsed = parseIp(arg);
-        ip = parsed && this.extCheck("ip", arg) ? parsed : null;
+        ip = parsed && this.extCheck("ip", arg) === true ? parsed : null;
         if (this.ipCache.size > 50_000) this.ipCache.clear();
         this.ipCache.set(arg, ip);
       }
@@ -472,7 +473,7 @@ export class CompiledEvaluator {
       let d = this.decCache.get(arg);
       if (d === undefined) {
         const parsed = parseDecimal(arg);
-        d = parsed !== undefined && this.extCheck("decimal", arg) ? parsed : null;
+        d = parsed !== undefined && this.extCheck("decimal", arg) === true ? parsed : null;
         if (this.decCache.size > 50_000) this.decCache.clear();
         this.decCache.set(arg, d);
       }

@@ -10,6 +10,7 @@ import { SVID_KEY_ALGS, type SvidKeyAlg } from "../core/alg.ts";
 import { parseDuration } from "../core/clock.ts";
 import { QhxError, ValidationError } from "../core/errors.ts";
 import { checkSpiffeId, parseTrustDomain } from "../core/spiffeid.ts";
+import type { NodeAttestorsConfig } from "./attestation/index.ts";
 
 const duration = z.union([z.string(), z.number()]).transform((v, ctx) => {
   try {
@@ -86,6 +87,19 @@ export const serverConfigSchema = z
           .object({ ca_bundle_file: z.string().min(1) })
           .strict()
           .optional(),
+        tpm: z
+          .object({
+            ek_ca_bundle_file: z.string().min(1).optional(),
+            ek_public_key_hashes: z
+              .array(z.string().regex(/^[0-9a-f]{64}$/, "expected sha256 hex"))
+              .optional(),
+            pcrs: z.array(z.number().int().min(0).max(23)).min(1).optional(),
+          })
+          .strict()
+          .refine((t) => t.ek_ca_bundle_file || t.ek_public_key_hashes?.length, {
+            message: "give ek_ca_bundle_file and/or ek_public_key_hashes",
+          })
+          .optional(),
       })
       .strict()
       .default({}),
@@ -104,7 +118,7 @@ export interface ServerConfig {
   healthListen: { host: string; port: number };
   adminSocket: string;
   agentSvidTtlMs: number;
-  nodeAttestors: { x509pop?: { caBundleFile: string } };
+  nodeAttestors: NodeAttestorsConfig;
   logLevel: string;
   ca: {
     keyType: SvidKeyAlg;
@@ -146,9 +160,24 @@ export function parseServerConfig(raw: unknown, source = "config"): ServerConfig
     listen: { host, port },
     healthListen: { host: hhost, port: hport },
     agentSvidTtlMs: c.agent_svid_ttl,
-    nodeAttestors: c.node_attestors.x509pop
-      ? { x509pop: { caBundleFile: path.resolve(c.node_attestors.x509pop.ca_bundle_file) } }
-      : {},
+    nodeAttestors: {
+      ...(c.node_attestors.x509pop
+        ? { x509pop: { caBundleFile: path.resolve(c.node_attestors.x509pop.ca_bundle_file) } }
+        : {}),
+      ...(c.node_attestors.tpm
+        ? {
+            tpm: {
+              ...(c.node_attestors.tpm.ek_ca_bundle_file
+                ? { ekCaBundleFile: path.resolve(c.node_attestors.tpm.ek_ca_bundle_file) }
+                : {}),
+              ...(c.node_attestors.tpm.ek_public_key_hashes
+                ? { ekPublicKeyHashes: c.node_attestors.tpm.ek_public_key_hashes }
+                : {}),
+              ...(c.node_attestors.tpm.pcrs ? { pcrs: c.node_attestors.tpm.pcrs } : {}),
+            },
+          }
+        : {}),
+    },
     adminSocket: path.resolve(c.admin_socket ?? path.join(dataDir, "admin.sock")),
     logLevel: c.log_level,
     ca: {

@@ -67,6 +67,18 @@ describe("backend switch", () => {
   });
 });
 
+describe("kernel self-tests", () => {
+  it.each(["simd", "scalar"] as const)(
+    "ML-KEM inverse NTT never overflows i16 on extreme inputs (%s)",
+    (f) => {
+      const w = loadCryptoWasm(f);
+      let bad = 0;
+      for (let s = 1; s <= 100; s++) bad += w.kemSelfTest(Math.imul(s, 2654435761) >>> 0);
+      expect(bad).toBe(0);
+    },
+  );
+});
+
 describe("kernel failures never escape opaquely", () => {
   function trapping(w: CryptoWasmExports): CryptoWasmExports {
     return new Proxy(w, {

@@ -21,6 +21,7 @@ import { type Swtpm, startSwtpm, swtpmUnavailable } from "./swtpm.ts";
 
 const TD = "tpm.test";
 const unavailable = swtpmUnavailable();
+if (unavailable) console.warn(`skipping the agent/server TPM attestation tests: ${unavailable}`);
 
 describe.skipIf(unavailable !== undefined)("agent ↔ server with tpm node attestation (swtpm)", () => {
   let tpm: Swtpm;
@@ -51,13 +52,15 @@ describe.skipIf(unavailable !== undefined)("agent ↔ server with tpm node attes
   }
 
   function agent(s: RunningServer) {
+    const attestor = new TpmClient({ tcti: tpm.tcti });
+    closers.push(async () => attestor.cleanup());
     const a = new Agent({
       trustDomain: TD,
       server: { host: "127.0.0.1", port: s.address.port },
       bootstrapRoots: s.core.ca.trustBundle().x509Authorities,
       insecureBootstrap: false,
       dataDir: tmpDir(),
-      attestor: new TpmClient({ tcti: tpm.tcti }),
+      attestor,
       workloadAttestors: [new UnixAttestor({ hashMaxBytes: 0 })],
       workloadKeyType: "ec-p256",
       syncIntervalMs: 60_000,

@@ -204,4 +204,23 @@ describe.skipIf(unavailable !== undefined)("tpm attestation against swtpm", () =
       clientB.cleanup();
     }
   });
+
+  it("attests with an ECC P-256 EK (ECDH-protected credential) and an ECDSA AK", async () => {
+    const client = new TpmClient({ tcti: b.tcti, ekAlg: "ecc", akAlg: "ecc" });
+    const payload = await client.payload();
+    const ek = parseTpm2bPublic(Buffer.from(payload.ek_pub, "base64"));
+    const ak = parseTpm2bPublic(Buffer.from(payload.ak_pub, "base64"));
+    expect([ek.type, ak.type]).toEqual(["ecc", "ecc"]);
+    const hash = sha256(publicKeyOf(ek).export({ type: "spki", format: "der" })).toString("hex");
+    const v = new TpmVerifier({ ekPublicKeyHashes: [hash], pcrs: [0, 16] }, systemClock);
+    const s = await begin(v, payload);
+    const node = await done(s.answer(await client.answer(s.challenge)));
+    expect(node.nodeId).toBe(hash.slice(0, 32));
+    expect(node.selectors.map((x) => x.value.split(":").slice(0, 2).join(":"))).toEqual([
+      `ek_pubkey_sha256:${hash}`,
+      expect.stringMatching(/^ak_pubkey_sha256:[0-9a-f]{64}$/),
+      "pcr:0",
+      "pcr:16",
+    ]);
+  });
 });

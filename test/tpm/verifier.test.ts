@@ -6,7 +6,8 @@ import { TpmVerifier } from "../../host/server/attestation/tpm.ts";
 import type { AttestationStep, NodeAttestation } from "../../host/server/attestation/types.ts";
 import { TPMA_OBJECT, TPM_ALG } from "../../host/server/attestation/tpm2/structures.ts";
 import { issueEkCert, makeEkCa } from "./ek-ca.ts";
-import { AK_ATTRS, SoftTpm, pcrSelection, quoteAttest, tpmSign } from "./soft-tpm.ts";
+import { tpm2b } from "../../host/server/attestation/tpm2/marshal.ts";
+import { AK_ATTRS, SoftTpm, rsaPublicArea, pcrSelection, quoteAttest, tpmSign } from "./soft-tpm.ts";
 
 type Challenge = {
   credential_blob: string;
@@ -118,6 +119,23 @@ describe("TpmVerifier (software TPM)", () => {
       const v = new TpmVerifier({ ekPublicKeyHashes: [tpm.ekSpkiSha256] }, systemClock);
       await expect(v.begin(tpm.payload())).rejects.toThrow(/restricted signing key/);
     }
+  });
+
+  it("refuses an EK that is not a restricted decryption key", async () => {
+    const tpm = new SoftTpm();
+    const v = new TpmVerifier({ ekPublicKeyHashes: [tpm.ekSpkiSha256] }, systemClock);
+    const signingEk = tpm2b(rsaPublicArea(tpm.ek.publicKey, { attributes: AK_ATTRS, ek: true }));
+    await expect(v.begin({ ...tpm.payload(), ek_pub: signingEk.toString("base64") })).rejects.toThrow(
+      /restricted decryption key/,
+    );
+  });
+
+  it("refuses SHA-1 names", async () => {
+    const tpm = new SoftTpm();
+    const v = new TpmVerifier({ ekPublicKeyHashes: [tpm.ekSpkiSha256] }, systemClock);
+    const ak = Buffer.from(tpm.akPublic);
+    ak.writeUInt16BE(TPM_ALG.SHA1, 4); // TPM2B size (2), type (2), nameAlg
+    await expect(v.begin({ ...tpm.payload(), ak_pub: ak.toString("base64") })).rejects.toThrow(/SHA-1/);
   });
 
   it("refuses malformed payloads and responses", async () => {

@@ -3,12 +3,14 @@
  * TPM 2.0 through tpm2-tools (child processes; the TCTI — e.g. `device:/dev/tpmrm0` or
  * `swtpm:host=127.0.0.1,port=2321` — goes in TPM2TOOLS_TCTI):
  *
- *   payload  tpm2_createek (RSA-2048 or ECC P-256 EK, TCG default template) and tpm2_createak (an RSA-2048 RSASSA or P-256 ECDSA
- *            AK under the EK); the EK certificate from NV index 0x01c00002 (RSA) / 0x01c0000a (ECC) when present, or from a file.
+ *   payload  tpm2_createek (RSA-2048 or ECC P-256 EK, TCG default template) and tpm2_createak (an
+ *            RSA-2048 RSASSA or P-256 ECDSA AK under the EK); the EK certificate from NV index 0x01c00002
+ *            (RSA) / 0x01c0000a (ECC) when present, or from a file.
  *   answer   tpm2_activatecredential under an EK policy session (PolicySecret(endorsement)), then
  *            tpm2_quote over the requested sha256 PCRs with the server's nonce.
  *
- * Objects are kept as context files in a private temporary directory (removed after the answer) and
+ * Files live in a private temporary directory only while tpm2-tools run (removed after each round; the
+ * EK/AK context blobs, which only this TPM can load, are kept in memory in between), and objects are
  * flushed from the TPM after every command, so it also works without a resource manager.
  */
 import { execFile } from "node:child_process";
@@ -89,13 +91,20 @@ export class TpmClient implements NodeAttestorClient {
   readonly name = "tpm";
   private readonly o: TpmClientOptions;
   private dir: string | undefined;
+  /** the EK and AK context files (TPM-protected blobs), kept in memory between payload and answer */
+  private contexts = new Map<string, Buffer>();
 
   constructor(o: TpmClientOptions = {}) {
-    if (o.ekAlg !== undefined && o.ekAlg !== "rsa" && o.ekAlg !== "ecc") {
-      throw new QhxError(
-        "QHX_INVALID_CONFIG",
-        `tpm: EK algorithm "${String(o.ekAlg)}" is neither rsa nor ecc`,
-      );
+    for (const [what, alg] of [
+      ["EK", o.ekAlg],
+      ["AK", o.akAlg],
+    ] as const) {
+      if (alg !== undefined && alg !== "rsa" && alg !== "ecc") {
+        throw new QhxError(
+          "QHX_INVALID_CONFIG",
+          `tpm: ${what} algorithm "${String(alg)}" is neither rsa nor ecc`,
+        );
+      }
     }
     this.o = o;
   }
@@ -105,7 +114,7 @@ export class TpmClient implements NodeAttestorClient {
   }
 
   /** Run one tpm2-tools command in the work directory; returns stdout. */
-  async tool(cmd: string, args: string[]): Promise<string> {
+  private async tool(cmd: string, args: string[]): Promise<string> {
     const env = { ...process.env };
     if (this.o.tcti) env.TPM2TOOLS_TCTI = this.o.tcti;
     return new Promise((resolve, reject) => {
@@ -124,7 +133,11 @@ export class TpmClient implements NodeAttestorClient {
   }
 
   private workDir(): string {
-    this.dir ??= fs.mkdtempSync(path.join(this.o.workDir ?? os.tmpdir(), "qhx-tpm-"));
+    if (!this.dir) {
+      this.dir = fs.mkdtempSync(path.join(this.o.workDir ?? os.tmpdir(), "qhx-tpm-"));
+      for (const [name, data] of this.contexts)
+        fs.writeFileSync(path.join(this.dir, name), data, { mode: 0o600 });
+    }
     return this.dir;
   }
 
@@ -138,6 +151,16 @@ export class TpmClient implements NodeAttestorClient {
   }
 
   async payload(): Promise<{ ek_pub: string; ak_pub: string; ek_cert?: string }> {
+    this.cleanup();
+    this.contexts.clear();
+    try {
+      return await this.createKeys();
+    } finally {
+      this.cleanup();
+    }
+  }
+
+  private async createKeys(): Promise<{ ek_pub: string; ak_pub: string; ek_cert?: string }> {
     await this.tool("tpm2_createek", ["-c", "ek.ctx", "-G", this.ekAlg, "-u", "ek.pub"]);
     await this.flush();
     const ak = this.o.akAlg ?? "rsa";
@@ -147,6 +170,7 @@ export class TpmClient implements NodeAttestorClient {
     ]);
     await this.flush();
     const cert = await this.ekCertificate();
+    for (const f of ["ek.ctx", "ak.ctx"]) this.contexts.set(f, fs.readFileSync(this.file(f)));
     return {
       ek_pub: fs.readFileSync(this.file("ek.pub")).toString("base64"),
       ak_pub: fs.readFileSync(this.file("ak.pub")).toString("base64"),
@@ -154,8 +178,8 @@ export class TpmClient implements NodeAttestorClient {
     };
   }
 
-  /** The EK certificate: the configured file, else NV index 0x01c00002, else none. */
-  async ekCertificate(): Promise<Buffer | undefined> {
+  /** The EK certificate: the configured file, else the TCG NV index for the EK algorithm, else none. */
+  private async ekCertificate(): Promise<Buffer | undefined> {
     if (this.o.ekCertFile) {
       const raw = fs.readFileSync(this.o.ekCertFile);
       const pem = /-----BEGIN CERTIFICATE-----([\s\S]*?)-----END CERTIFICATE-----/.exec(
@@ -256,7 +280,7 @@ export class TpmClient implements NodeAttestorClient {
     }
   }
 
-  /** Remove the work directory (context files, credential, quote). */
+  /** Remove the work directory (credential, secret, quote; the contexts stay in memory). */
   cleanup(): void {
     if (this.dir) fs.rmSync(this.dir, { recursive: true, force: true });
     this.dir = undefined;

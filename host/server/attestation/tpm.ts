@@ -52,17 +52,20 @@ function spkiOf(key: crypto.KeyObject): Buffer {
  * tpm: TPM 2.0 node attestation (hardware assurance).
  *
  * Round 1, agent → server: `{ ek_pub, ek_cert?, ak_pub }` (TPM2B_PUBLIC, DER certificate; base64). The
- * server accepts the EK if SHA-256 of its SubjectPublicKeyInfo is allow-listed, or its certificate chains
- * to a configured manufacturer CA and certifies exactly that key. The AK must be a restricted signing key
- * that never leaves the TPM (fixedTPM, fixedParent, sign, restricted, not decrypt), RSA or ECC P-256. The
- * server makes a credential (TPM2_MakeCredential, in software) protecting a random secret for the EK and
- * the AK's Name, and sends it with a fresh nonce and the PCRs to quote.
+ * EK, RSA or ECC P-256, must be a restricted decryption key (as the TCG default templates make it); the
+ * server accepts it if SHA-256 of its SubjectPublicKeyInfo is allow-listed, or its certificate chains to
+ * a configured manufacturer CA and certifies exactly that key. The AK must be a restricted signing key
+ * that never leaves the TPM (fixedTPM, fixedParent, sign, restricted, not decrypt), RSA or ECC P-256.
+ * The server makes a credential (TPM2_MakeCredential in software; the seed by RSA-OAEP or ECDH)
+ * protecting a random secret for the EK and the AK's Name, and sends it with a fresh nonce and the PCRs
+ * to quote.
  *
  * Round 2, agent → server: `{ secret, quote, signature, pcr_values }`: the secret recovered by
  * TPM2_ActivateCredential (which the TPM performs only if the AK with that Name is loaded in the TPM that
  * holds the EK), a TPMS_ATTEST quote and TPMT_SIGNATURE by the AK, and the quoted PCR values (hex by
- * index). The server compares the secret in constant time, checks the quote (TPM-generated, signer = the
- * AK, extraData = nonce, the selection = the requested PCRs, pcrDigest = H(values)) and its signature.
+ * index). The server compares the secret in constant time, checks the quote (TPM-generated magic and
+ * type, extraData = nonce, the selection = exactly the requested sha256 PCRs, pcrDigest = H(values)) and
+ * that its signature verifies with the activated AK's key (the AK's scheme, SHA-256).
  *
  * Node ID: the first 32 hex digits of SHA-256(EK SPKI). Selectors: `tpm:ek_pubkey_sha256:<hex>`,
  * `tpm:ak_pubkey_sha256:<hex>`, `tpm:pcr:<i>:<hex>`.
@@ -111,6 +114,14 @@ export class TpmVerifier implements NodeAttestorVerifier {
     const ekCertDer = b64Field(p, "ek_cert", true);
     const ak = parseTpm2bPublic(b64Field(p, "ak_pub")!);
 
+    const ekNeed =
+      TPMA_OBJECT.fixedTPM | TPMA_OBJECT.fixedParent | TPMA_OBJECT.restricted | TPMA_OBJECT.decrypt;
+    if ((ek.attributes & ekNeed) !== ekNeed || ek.attributes & TPMA_OBJECT.sign) {
+      throw tpmFail("ek_pub is not a restricted decryption key with fixedTPM and fixedParent");
+    }
+    if (ek.nameAlg === TPM_ALG.SHA1 || ak.nameAlg === TPM_ALG.SHA1) {
+      throw tpmFail("SHA-1 name algorithms are not accepted for the EK or the AK");
+    }
     const ekSpki = spkiOf(publicKeyOf(ek));
     const ekHash = sha256hex(ekSpki);
     this.checkEk(ekHash, ekSpki, ekCertDer);
