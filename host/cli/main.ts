@@ -667,6 +667,17 @@ Workloads then use SPIFFE_ENDPOINT_SOCKET=unix:///run/qhx/api.sock.`,
       out("agent is healthy");
     });
 
+  agentCmd
+    .command("tpm-ek-hash")
+    .description("print this TPM's EK public key hash, for the server's TPM allow-list (--tpm-ek-hash)")
+    .option("--tpm-tcti <tcti>", "tpm2-tools TCTI, e.g. device:/dev/tpmrm0")
+    .option("--ek-alg <alg>", "rsa or ecc", "rsa")
+    .action(async (o: { tpmTcti?: string; ekAlg: "rsa" | "ecc" }) => {
+      const { TpmClient } = await import("../agent/attestors/tpm.ts");
+      const c = new TpmClient({ ...(o.tpmTcti ? { tcti: o.tpmTcti } : {}), ekAlg: o.ekAlg });
+      out(await c.ekPublicKeyHash());
+    });
+
   withConnection(agentCmd.command("list"))
     .description("list attested nodes with their attestor, selectors and assurance level")
     .addOption(outputOption())
