@@ -146,6 +146,13 @@ export async function run(): Promise<void> {
   }
   process.stdout.write(`${table(rows)}\n\n`);
 
+  if (process.env.QHX_BENCH_LATENCY_ONLY) {
+    await api.close();
+    await new Promise<void>((r) => ref.close(() => r()));
+    await agent.stop();
+    await server.close();
+    return;
+  }
   // syncing 10,000 entries
   const N = 10_000;
   const t0 = performance.now();

@@ -479,7 +479,41 @@ function ipMulticast(v: usize): bool {
   return <usize>load<i32>(n + (<usize>k << 2));
 }
 
+/**
+ * A boolean condition as -1 (error), 0 or 1. Scope checks and connectives are handled here, in a
+ * small function, without boxing booleans; everything else goes through evalNode.
+ */
 function evalBool(n: usize): i32 {
+  switch (load<i32>(n)) {
+    case OP_AND: {
+      const a = evalBool(child(n, 1));
+      if (a <= 0) return a;
+      return evalBool(child(n, 2));
+    }
+    case OP_OR: {
+      const a = evalBool(child(n, 1));
+      if (a != 0) return a;
+      return evalBool(child(n, 2));
+    }
+    case OP_NOT: {
+      const a = evalBool(child(n, 1));
+      return a < 0 ? a : a ^ 1;
+    }
+    case OP_ENTEQ: {
+      const k = load<i32>(n, 4);
+      const v = k == 0 ? vPrincipal : k == 1 ? vAction : vResource;
+      return <i32>(load<i32>(v, 4) == load<i32>(n, 8));
+    }
+    case OP_ENTIS: {
+      const k = load<i32>(n, 4);
+      const v = k == 0 ? vPrincipal : k == 1 ? vAction : vResource;
+      return <i32>(load<i32>(v, 8) == load<i32>(n, 8));
+    }
+  }
+  return evalBoolSlow(n);
+}
+
+function evalBoolSlow(n: usize): i32 {
   const v = evalNode(n);
   if (v == 0) return -1;
   if (tag(v) != T_BOOL) {

@@ -20,6 +20,7 @@
  * some other process. A caller that recorded the start time when the connection was accepted can pass
  * it as `startTime` to close the window between connect and attestation too.
  */
+import { readFileSync } from "node:fs";
 import { createHash } from "node:crypto";
 import { open, readFile, readlink, stat, type FileHandle } from "node:fs/promises";
 import type { BigIntStats } from "node:fs";
@@ -75,7 +76,9 @@ export async function processStartTime(pid: number): Promise<number> {
   checkPid(pid);
   let text: string;
   try {
-    text = await readFile(`/proc/${pid}/stat`, "latin1");
+    // procfs files are generated in memory: a synchronous read costs a few µs, where the promise API's
+    // open/fstat/read/close round trips through the thread pool cost far more on this hot path
+    text = readFileSync(`/proc/${pid}/stat`, "latin1");
   } catch (e) {
     rethrowIfGone(pid, e);
     throw e;
