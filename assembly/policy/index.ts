@@ -509,6 +509,21 @@ function evalBool(n: usize): i32 {
       const v = k == 0 ? vPrincipal : k == 1 ? vAction : vResource;
       return <i32>(load<i32>(v, 8) == load<i32>(n, 8));
     }
+    case OP_VARIN: {
+      const r = evalNode(child(n, 2));
+      if (r == 0) return -1;
+      const v = evalVarIn(load<i32>(n, 4), r);
+      return v == 0 ? -1 : load<i32>(v, 4);
+    }
+    case OP_EQ:
+    case OP_NE: {
+      const a = evalNode(child(n, 1));
+      if (a == 0) return -1;
+      const b = evalNode(child(n, 2));
+      if (b == 0) return -1;
+      const eq = <i32>valueEq(a, b);
+      return load<i32>(n) == OP_EQ ? eq : eq ^ 1;
+    }
   }
   return evalBoolSlow(n);
 }
