@@ -373,10 +373,19 @@ export class Agent implements WorkloadIdentityProvider {
     const keys = new Map(batch.map((e) => [e.id, generateKeyPair(this.o.workloadKeyType)]));
     const r = await this.client.call<{
       svids: { entry_id: string; spiffe_id: string; chain: string[]; expires_at: number }[];
+      denied?: { entry_id: string; spiffe_id: string; code: string; message: string }[];
     }>("POST", "/agent/v1/svids", {
       csrs: batch.map((e) => ({ entry_id: e.id, csr: csrOf(keys.get(e.id)!.privateKey) })),
     });
     const byId = new Map(batch.map((e) => [e.id, e]));
+    for (const d of r.denied ?? []) {
+      // a denied entry keeps no SVID: drop what we had (it must not be served past the policy change)
+      this.cache.delete(d.entry_id);
+      this.log.warn(
+        { spiffeId: d.spiffe_id, entryId: d.entry_id, reason: d.message },
+        "SVID issuance denied by policy",
+      );
+    }
     for (const sv of r.svids) {
       const entry = byId.get(sv.entry_id)!;
       const chain = sv.chain.flatMap((p) => fromPem(p));

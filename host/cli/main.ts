@@ -19,6 +19,7 @@ import { createLogger } from "../server/logger.ts";
 import { startServer } from "../server/server.ts";
 import { type AdminClient, LocalClient, SocketClient } from "./client.ts";
 import { runDemo } from "./demo.ts";
+import { registerPolicyCommands } from "./policy.ts";
 import { defaultWorkloadSocket, workloadCall } from "./workload-client.ts";
 import { parseAgentConfig } from "../agent/config.ts";
 import { startAgent } from "../agent/run.ts";
@@ -775,6 +776,8 @@ Workloads then use SPIFFE_ENDPOINT_SOCKET=unix:///run/qhx/api.sock.`,
       });
       for (const s of r.svids as { spiffe_id: string; svid: string }[]) out(s.svid);
     });
+
+  registerPolicyCommands(program);
 
   // ----------------------------------------------------------------------------------------- demo
   program

@@ -10,6 +10,7 @@ import { entryToJson, parseEntryJson, parseEntryPatchJson, parseSelector } from 
 import { isQhxError, NotFoundError, QhxError, ValidationError } from "../core/errors.ts";
 import { toPem } from "../core/pem.ts";
 import { SpiffeId } from "../core/spiffeid.ts";
+import { policyRoutes } from "./admin-policy.ts";
 import type { ServerCore } from "./core.ts";
 import type { EntryFilter } from "./datastore/types.ts";
 
@@ -249,6 +250,8 @@ const routes: [string, RegExp, Handler][] = [
   ],
 ];
 
+routes.push(...policyRoutes);
+
 export function statusFor(e: unknown): number {
   if (!isQhxError(e)) return 500;
   if (e instanceof ValidationError || e.code.startsWith("SPIFFE_ID_")) return 400;
@@ -264,6 +267,8 @@ export function statusFor(e: unknown): number {
       return 400;
     case "QHX_CA_UNAVAILABLE":
       return 503;
+    case "QHX_POLICY_DENIED":
+      return 403;
     default:
       return 400;
   }

@@ -9,7 +9,7 @@
  *                           -> {challenge, session} | {agent_id, svid[PEM], bundle, assurance}
  *   POST /agent/v1/renew    {csr} -> {svid[PEM], expires_at}                               (mTLS)
  *   GET  /agent/v1/sync     -> {entries[], bundle, bundle_sequence, assurance, aliases}    (mTLS)
- *   POST /agent/v1/svids    {csrs: [{entry_id, csr}]} -> {svids: [...]}                   (mTLS)
+ *   POST /agent/v1/svids    {csrs: [{entry_id, csr}]} -> {svids: [...], denied: [...]}    (mTLS)
  * `csr` is a base64 DER PKCS#10 request; its self-signature proves the agent holds the key.
  *   POST /agent/v1/jwt      {entry_id, audience[]} -> {token, expires_at}                  (mTLS)
  * Errors: `{error: {code, message, hint?}}` with 400/401/403/404.
@@ -26,6 +26,7 @@ import { SpiffeId } from "../core/spiffeid.ts";
 import { verifyX509Svid } from "../core/x509-verify.ts";
 import type { NodeAttestorVerifier } from "./attestation/index.ts";
 import type { AttestationStep } from "./attestation/types.ts";
+import { policyAdmission, workloadIdentityFromEntry } from "./admin-policy.ts";
 import type { ServerCore } from "./core.ts";
 import type { AttestedNode, RegistrationEntry } from "./datastore/types.ts";
 
@@ -113,7 +114,9 @@ export class AgentApi {
           ? 404
           : e.code === "QHX_UNAUTHENTICATED"
             ? 401
-            : e.code === "QHX_PERMISSION_DENIED" || e.code === "QHX_ATTESTATION_FAILED"
+            : e.code === "QHX_PERMISSION_DENIED" ||
+                e.code === "QHX_ATTESTATION_FAILED" ||
+                e.code === "QHX_POLICY_DENIED"
               ? 403
               : 400;
       if (status === 500) this.core.log.error({ err: e, path: req.path }, "agent API request failed");
@@ -271,16 +274,37 @@ export class AgentApi {
     return entry;
   }
 
+  /** Admission: the `issue` action of the current Cedar policy version (none applied yet: allowed). */
+  private async admit(node: AttestedNode, entry: RegistrationEntry, svidType: "x509" | "jwt"): Promise<void> {
+    await policyAdmission(this.core, {
+      workload: workloadIdentityFromEntry(entry, { nodeId: node.spiffeId, assurance: node.assurance }),
+      svidType,
+    });
+  }
+
   private async signSvids(node: AttestedNode, body: Record<string, unknown>) {
     const csrs = body.csrs;
     if (!Array.isArray(csrs) || csrs.length === 0 || csrs.length > 500) {
       throw new ValidationError("must be a list of 1..500 {entry_id, csr}", "csrs");
     }
     const out = [];
+    const denied: { entry_id: string; spiffe_id: string; code: string; message: string }[] = [];
     const known = new Map((await this.entriesFor(node)).map((e) => [e.id, e]));
     for (const c of csrs) {
       const req = obj(c);
       const entry = await this.entryFor(node, req.entry_id, known);
+      try {
+        await this.admit(node, entry, "x509");
+      } catch (e) {
+        if (!isQhxError(e) || e.code !== "QHX_POLICY_DENIED") throw e;
+        // one entry's denial must not starve the others: report it beside the issued SVIDs
+        this.core.log.warn(
+          { spiffeId: entry.spiffeId, agentId: node.spiffeId, reason: e.message },
+          "issuance denied by policy",
+        );
+        denied.push({ entry_id: entry.id, spiffe_id: entry.spiffeId, code: e.code, message: e.message });
+        continue;
+      }
       const r = await this.core.issueX509({
         spiffeId: entry.spiffeId,
         publicKey: publicKeyOf(req),
@@ -296,11 +320,12 @@ export class AgentApi {
         assurance: node.assurance,
       });
     }
-    return { svids: out };
+    return { svids: out, denied };
   }
 
   private async jwt(node: AttestedNode, body: Record<string, unknown>) {
     const entry = await this.entryFor(node, body.entry_id);
+    await this.admit(node, entry, "jwt");
     const aud = body.audience;
     if (!Array.isArray(aud) || aud.length === 0 || !aud.every((a) => typeof a === "string" && a)) {
       throw new ValidationError("must be a non-empty list of strings", "audience");

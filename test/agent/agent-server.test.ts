@@ -225,6 +225,35 @@ describe("agent and server", () => {
     c.close();
   });
 
+  it("admission: a Cedar policy decides each issuance; a denied entry does not starve the others", async () => {
+    const s = await server();
+    const alias = `spiffe://${TD}/nodes/pol`;
+    const { token } = (await admin(s, "POST", "/v1/join-tokens", { spiffe_id: alias })) as { token: string };
+    for (const [id, ns] of [
+      ["pay", "payments"],
+      ["web", "frontend"],
+    ] as const) {
+      await admin(s, "POST", "/v1/entries", {
+        spiffe_id: `spiffe://${TD}/${id}`,
+        parent_id: alias,
+        selectors: [`unix:uid:${me.uid}`],
+        namespace: ns,
+      });
+    }
+    await admin(s, "POST", "/v1/policies", {
+      policies: {
+        "allow-all": `permit (principal, action == Action::"issue", resource);`,
+        "no-token-payments": `forbid (principal, action == Action::"issue", resource)
+          when { principal.namespace == "payments" && principal.assurance == "token" };`,
+      },
+      comment: "payments needs a hardware-rooted node",
+    });
+    const a = agent(s, token);
+    await a.start();
+    expect(a.cachedSvids().map((c) => c.spiffeId)).toEqual([`spiffe://${TD}/web`]);
+    await expect(a.fetchJwtSvids(me, ["x"], `spiffe://${TD}/web`)).resolves.toHaveLength(1);
+  });
+
   it("an evicted agent is refused", async () => {
     const s = await server();
     const { token } = (await admin(s, "POST", "/v1/join-tokens", {})) as { token: string };
