@@ -24,6 +24,7 @@ import type { Logger } from "../server/logger.ts";
 import type { NodeAttestorClient } from "./attestors/index.ts";
 import { ServerClient } from "./server-client.ts";
 import { createCsr } from "../core/csr.ts";
+import type { EntryJson } from "../core/entry.ts";
 import { attestWorkload, processStartTime } from "./workload/index.ts";
 import type { PeerCred, WorkloadAttestor } from "./workload/types.ts";
 import type { WorkloadIdentities, WorkloadIdentityProvider, WorkloadX509Svid } from "./workload-api/types.ts";
@@ -52,24 +53,6 @@ interface CachedSvid {
   notBefore: number;
   /** ms epoch when to rotate */
   renewAt: number;
-}
-
-interface EntryJson {
-  id: string;
-  spiffe_id: string;
-  parent_id: string;
-  selectors: string[];
-  namespace: string;
-  labels: Record<string, string>;
-  x509_svid_ttl: number;
-  jwt_svid_ttl: number;
-  dns_names: string[];
-  federates_with: string[];
-  admin: boolean;
-  expires_at: number | null;
-  created_at: number;
-  updated_at: number;
-  revision: number;
 }
 
 function entryFromJson(j: EntryJson): RegistrationEntry {

@@ -5,18 +5,10 @@ import { SVID_KEY_ALGS, type SvidKeyAlg } from "../core/alg.ts";
 import { parseDuration } from "../core/clock.ts";
 import { QhxError } from "../core/errors.ts";
 import { checkSpiffeId, parseTrustDomain } from "../core/spiffeid.ts";
-import { splitHostPort } from "../server/config.ts";
+import { duration, listenAddr, splitHostPort } from "../server/config.ts";
 import type { TpmClientOptions } from "./attestors/tpm.ts";
 
-const duration = z.union([z.string(), z.number()]).transform((v, ctx) => {
-  try {
-    return parseDuration(v);
-  } catch (e) {
-    ctx.addIssue({ code: "custom", message: (e as Error).message });
-    return z.NEVER;
-  }
-});
-const hostPort = z.string().regex(/^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, "expected HOST:PORT");
+const hostPort = listenAddr;
 
 export const agentConfigSchema = z
   .object({

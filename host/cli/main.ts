@@ -15,7 +15,8 @@ import { checkSpiffeId, spiffeIdReason } from "../core/spiffeid.ts";
 import { mergeConfig, parseServerConfig, readConfigFile } from "../server/config.ts";
 import { ServerCore } from "../server/core.ts";
 import { writeFileAtomic } from "../server/keymanager/disk.ts";
-import { createLogger } from "../server/logger.ts";
+import { type Logger, createLogger } from "../server/logger.ts";
+import type { EntryJson } from "../core/entry.ts";
 import { startServer } from "../server/server.ts";
 import { type AdminClient, LocalClient, SocketClient } from "./client.ts";
 import { runDemo } from "./demo.ts";
@@ -151,21 +152,21 @@ function entryOptions(cmd: Command): Command {
     .option("--data <file>", "read the entry from a JSON file (snake_case fields); flags override it");
 }
 
-type EntryJson = {
-  id: string;
-  spiffe_id: string;
-  parent_id: string;
-  selectors: string[];
-  namespace: string;
-  labels: Record<string, string>;
-  x509_svid_ttl: number;
-  jwt_svid_ttl: number;
-  dns_names: string[];
-  federates_with: string[];
-  admin: boolean;
-  expires_at: number | null;
-  revision: number;
-};
+/** SIGTERM/SIGINT: close the process's listeners and state cleanly, then exit 0 (1 if that fails). */
+function stopOnSignals(running: { close(): Promise<void> }, log: Logger): void {
+  const stop = (signal: string) => {
+    log.info({ signal }, "shutting down");
+    running.close().then(
+      () => process.exit(0),
+      (e) => {
+        log.error({ err: e }, "shutdown failed");
+        process.exit(1);
+      },
+    );
+  };
+  process.once("SIGTERM", () => stop("SIGTERM"));
+  process.once("SIGINT", () => stop("SIGINT"));
+}
 
 function printEntry(e: EntryJson): void {
   out(`Entry ID         : ${e.id}`);
@@ -275,19 +276,7 @@ Examples:
     .action(async (o) => {
       const cfg = loadServerConfig(o);
       const log = createLogger(cfg.logLevel, "qhx-server");
-      const running = await startServer(cfg, { clock: systemClock, logger: log });
-      const stop = (signal: string) => {
-        log.info({ signal }, "shutting down");
-        running.close().then(
-          () => process.exit(0),
-          (e) => {
-            log.error({ err: e }, "shutdown failed");
-            process.exit(1);
-          },
-        );
-      };
-      process.once("SIGTERM", () => stop("SIGTERM"));
-      process.once("SIGINT", () => stop("SIGINT"));
+      stopOnSignals(await startServer(cfg, { clock: systemClock, logger: log }), log);
     });
 
   serverFlags(server.command("init"))
@@ -622,19 +611,7 @@ Workloads then use SPIFFE_ENDPOINT_SOCKET=unix:///run/qhx/api.sock.`,
       });
       const cfg = parseAgentConfig(merged, o.config ?? "flags");
       const log = createLogger(cfg.logLevel, "qhx-agent");
-      const running = await startAgent(cfg, { clock: systemClock, logger: log });
-      const stop = (signal: string) => {
-        log.info({ signal }, "shutting down");
-        running.close().then(
-          () => process.exit(0),
-          (e) => {
-            log.error({ err: e }, "shutdown failed");
-            process.exit(1);
-          },
-        );
-      };
-      process.once("SIGTERM", () => stop("SIGTERM"));
-      process.once("SIGINT", () => stop("SIGINT"));
+      stopOnSignals(await startAgent(cfg, { clock: systemClock, logger: log }), log);
     });
 
   agentCmd

@@ -12,7 +12,8 @@ import { QhxError, ValidationError } from "../core/errors.ts";
 import { checkSpiffeId, parseTrustDomain } from "../core/spiffeid.ts";
 import type { NodeAttestorsConfig } from "./attestation/index.ts";
 
-const duration = z.union([z.string(), z.number()]).transform((v, ctx) => {
+/** A duration (`90s`, `1h30m`, seconds as a number) in ms; shared by the server and agent schemas. */
+export const duration = z.union([z.string(), z.number()]).transform((v, ctx) => {
   try {
     return parseDuration(v);
   } catch (e) {
@@ -33,7 +34,7 @@ const trustDomain = z.string().transform((v, ctx) => {
   return parseTrustDomain(v);
 });
 
-const listenAddr = z
+export const listenAddr = z
   .string()
   .regex(/^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, "expected HOST:PORT, e.g. 127.0.0.1:8081");
 
