@@ -24,6 +24,7 @@ import type { Logger } from "../server/logger.ts";
 import type { NodeAttestorClient } from "./attestors/index.ts";
 import { ServerClient } from "./server-client.ts";
 import { createCsr } from "../core/csr.ts";
+import { PolicyHolder } from "../policy/distribution.ts";
 import type { EntryJson } from "../core/entry.ts";
 import { attestWorkload, processStartTime } from "./workload/index.ts";
 import type { PeerCred, WorkloadAttestor } from "./workload/types.ts";
@@ -106,6 +107,7 @@ export class Agent implements WorkloadIdentityProvider {
   private readonly selectorCache = new Map<string, { selectors: Selector[]; until: number }>();
   private readonly jwtCache = new Map<string, { token: string; renewAt: number; expiresAt: number }>();
   private timer: NodeJS.Timeout | undefined;
+  private policyHolder: PolicyHolder | undefined;
   private backoffMs = 0;
   private stopped = false;
   private syncing: Promise<void> | undefined;
@@ -317,7 +319,9 @@ export class Agent implements WorkloadIdentityProvider {
       bundle: string;
       bundle_sequence: number;
       assurance: string;
+      policy?: { version: number; digest: string } | null;
     }>("GET", "/agent/v1/sync");
+    if (s.policy && (this.policyHolder?.version?.digest ?? "") !== s.policy.digest) await this.fetchPolicy();
     this.setBundle(parseSpiffeBundle(s.bundle, this.o.trustDomain));
     this.assurance = s.assurance;
     this.entries = s.entries.map(entryFromJson);
@@ -402,6 +406,33 @@ export class Agent implements WorkloadIdentityProvider {
     } else {
       this.log.info({ count: r.svids.length }, "workload SVIDs issued");
     }
+  }
+
+  /**
+   * Fetch the current signed policy version, verify it with the server's policy key (received over the
+   * authenticated channel) and swap it in. A version that fails verification or is older is refused and
+   * the one in force keeps serving.
+   */
+  private async fetchPolicy(): Promise<void> {
+    const r = await this.client.call<{ public_key: string; kid: string; version: unknown }>(
+      "GET",
+      "/agent/v1/policy",
+    );
+    if (!r.version) return;
+    this.policyHolder ??= new PolicyHolder(r.public_key);
+    try {
+      if (await this.policyHolder.update(r.version)) {
+        this.log.info({ policyVersion: this.policyHolder.version }, "policy version installed");
+        this.events.emit("change");
+      }
+    } catch (e) {
+      this.log.error({ reason: formatError(e) }, "policy version refused; keeping the one in force");
+    }
+  }
+
+  /** The verified Cedar policy in force on this node (for tunnels and filters), if any. */
+  get policy(): PolicyHolder | undefined {
+    return this.policyHolder;
   }
 
   /** Entries currently cached (for `qhx agent` introspection and tests). */

@@ -135,7 +135,13 @@ export async function startAgent(
       res.writeHead(status, { "content-type": "application/json" });
       res.end(`${JSON.stringify(body)}\n`);
     };
-    if (url.pathname === "/healthz") return json(200, { status: "ok", agent_id: agent.id });
+    if (url.pathname === "/healthz") {
+      return json(200, {
+        status: "ok",
+        agent_id: agent.id,
+        policy_version: agent.policy?.version?.version ?? null,
+      });
+    }
     if (url.pathname === "/readyz") {
       const fresh = opts.clock.now().getTime() - agent.lastSyncOk < Math.max(60_000, cfg.syncIntervalMs * 6);
       return json(fresh ? 200 : 503, {

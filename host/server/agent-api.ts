@@ -12,6 +12,7 @@
  *   POST /agent/v1/svids    {csrs: [{entry_id, csr}]} -> {svids: [...], denied: [...]}    (mTLS)
  * `csr` is a base64 DER PKCS#10 request; its self-signature proves the agent holds the key.
  *   POST /agent/v1/jwt      {entry_id, audience[]} -> {token, expires_at}                  (mTLS)
+ *   GET  /agent/v1/policy   -> {public_key, kid, version: signed policy version | null}    (mTLS)
  * Errors: `{error: {code, message, hint?}}` with 400/401/403/404.
  */
 import crypto, { type KeyObject } from "node:crypto";
@@ -26,7 +27,7 @@ import { SpiffeId } from "../core/spiffeid.ts";
 import { verifyX509Svid } from "../core/x509-verify.ts";
 import type { NodeAttestorVerifier } from "./attestation/index.ts";
 import type { AttestationStep } from "./attestation/types.ts";
-import { policyAdmission, workloadIdentityFromEntry } from "./admin-policy.ts";
+import { policyAdmission, policyStoreFor, workloadIdentityFromEntry } from "./admin-policy.ts";
 import type { ServerCore } from "./core.ts";
 import type { AttestedNode, RegistrationEntry } from "./datastore/types.ts";
 
@@ -102,6 +103,9 @@ export class AgentApi {
           return { status: 200, body: await this.sync(await this.authenticate(req)) };
         case "POST /agent/v1/svids":
           return { status: 200, body: await this.signSvids(await this.authenticate(req), obj(req.body)) };
+        case "GET /agent/v1/policy":
+          await this.authenticate(req);
+          return { status: 200, body: this.policy() };
         case "POST /agent/v1/jwt":
           return { status: 200, body: await this.jwt(await this.authenticate(req), obj(req.body)) };
         default:
@@ -252,13 +256,21 @@ export class AgentApi {
   private async sync(node: AttestedNode) {
     const entries = await this.entriesFor(node);
     const b = this.core.ca.trustBundle();
+    const pv = policyStoreFor(this.core).get("current");
     return {
       entries: entries.map(entryToJson),
       bundle: bundleToSpiffeJson(b),
       bundle_sequence: b.sequence,
       assurance: node.assurance,
       aliases: node.aliases ?? [],
+      policy: pv ? { version: pv.version, digest: pv.digest } : null,
     };
+  }
+
+  /** The current signed policy version and the key that verifies it (the agent checks the signature). */
+  private policy() {
+    const store = policyStoreFor(this.core);
+    return { public_key: store.publicKeyPem, kid: store.kid, version: store.get("current") ?? null };
   }
 
   private async entryFor(

@@ -252,6 +252,21 @@ describe("agent and server", () => {
     await a.start();
     expect(a.cachedSvids().map((c) => c.spiffeId)).toEqual([`spiffe://${TD}/web`]);
     await expect(a.fetchJwtSvids(me, ["x"], `spiffe://${TD}/web`)).resolves.toHaveLength(1);
+
+    // the signed policy reached the agent, verified; a new version replaces it on the next sync
+    expect(a.policy?.version?.version).toBe(1);
+    await admin(s, "POST", "/v1/policies", {
+      policies: { "allow-all": `permit (principal, action == Action::"issue", resource);` },
+    });
+    await a.syncOnce();
+    expect(a.policy?.version?.version).toBe(2);
+    await a.syncOnce(); // with no server-side change it stays and the payments SVID is now issued
+    expect(
+      a
+        .cachedSvids()
+        .map((c) => c.spiffeId)
+        .sort(),
+    ).toEqual([`spiffe://${TD}/pay`, `spiffe://${TD}/web`]);
   });
 
   it("an evicted agent is refused", async () => {
