@@ -2,6 +2,7 @@
 // Polynomials are 256 i32 coefficients (1 KiB). NTT-domain arithmetic is Montgomery (R = 2^32).
 import { keccakF1600 } from "./keccakf";
 import {
+  spShake128Seed2,
   spInit,
   spAbsorb,
   spAbsorbByte,
@@ -370,17 +371,9 @@ function rejParse(ctx: usize, out: usize, n: i32): i32 {
   return n;
 }
 
-function rejStart(ctx: usize, rho: usize, j: i32, i: i32): void {
-  spInit(ctx, RATE_SHAKE128, DS_SHAKE);
-  spAbsorb(ctx, rho, 32);
-  spAbsorbByte(ctx, j);
-  spAbsorbByte(ctx, i);
-  spPad(ctx);
-}
-
 /** RejNTTPoly from SHAKE128(rho || j || i). */
 function rejNttPoly(out: usize, rho: usize, j: i32, i: i32): void {
-  rejStart(CTX, rho, j, i);
+  spShake128Seed2(CTX, rho, j, i);
   let n = 0;
   while (n < 256) {
     keccakF1600(CTX);
@@ -390,8 +383,8 @@ function rejNttPoly(out: usize, rho: usize, j: i32, i: i32): void {
 
 /** Two RejNTTPoly at once: the two SHAKE128 streams share the two-way SIMD permutation. */
 function rejNttPolyPair(outA: usize, jA: i32, iA: i32, outB: usize, jB: i32, iB: i32, rho: usize): void {
-  rejStart(CTX, rho, jA, iA);
-  rejStart(CTX_B, rho, jB, iB);
+  spShake128Seed2(CTX, rho, jA, iA);
+  spShake128Seed2(CTX_B, rho, jB, iB);
   let na = 0;
   let nb = 0;
   while (na < 256 && nb < 256) {

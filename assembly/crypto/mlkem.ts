@@ -3,6 +3,7 @@
 // NTT-domain products are Montgomery (R = 2^16).
 import { keccakF1600 } from "./keccakf";
 import {
+  spShake128Seed2,
   spInit,
   spAbsorb,
   spAbsorbByte,
@@ -415,17 +416,9 @@ function sampleParse(ctx: usize, out: usize, n: i32): i32 {
   return n;
 }
 
-function sampleStart(ctx: usize, rho: usize, j: i32, i: i32): void {
-  spInit(ctx, RATE_SHAKE128, DS_SHAKE);
-  spAbsorb(ctx, rho, 32);
-  spAbsorbByte(ctx, j);
-  spAbsorbByte(ctx, i);
-  spPad(ctx);
-}
-
 /** SampleNTT(rho || j || i) into out. */
 function sampleNtt(out: usize, rho: usize, j: i32, i: i32): void {
-  sampleStart(CTX, rho, j, i);
+  spShake128Seed2(CTX, rho, j, i);
   let n = 0;
   while (n < 256) {
     keccakF1600(CTX);
@@ -435,8 +428,8 @@ function sampleNtt(out: usize, rho: usize, j: i32, i: i32): void {
 
 /** Two SampleNTT at once (two-way SIMD permutation). */
 function sampleNttPair(outA: usize, jA: i32, iA: i32, outB: usize, jB: i32, iB: i32, rho: usize): void {
-  sampleStart(CTX, rho, jA, iA);
-  sampleStart(CTX_B, rho, jB, iB);
+  spShake128Seed2(CTX, rho, jA, iA);
+  spShake128Seed2(CTX_B, rho, jB, iB);
   let na = 0;
   let nb = 0;
   while (na < 256 && nb < 256) {

@@ -129,6 +129,18 @@ export function spPad(ctx: usize): void {
   store<u32>(ctx, 0, POS);
 }
 
+/**
+ * Start SHAKE128(seed[0..32) || b0 || b1) and pad, ready for squeezing block by block — the matrix
+ * sampling XOF of both ML-DSA (ExpandA: rho || j || i) and ML-KEM (SampleNTT: rho || j || i).
+ */
+export function spShake128Seed2(ctx: usize, seed: usize, b0: i32, b1: i32): void {
+  spInit(ctx, RATE_SHAKE128, DS_SHAKE);
+  spAbsorb(ctx, seed, 32);
+  spAbsorbByte(ctx, b0);
+  spAbsorbByte(ctx, b1);
+  spPad(ctx);
+}
+
 const ST2: usize = memory.data(400, 16);
 
 /** Permute the states of two contexts at once (SIMD build: i64x2 lanes; scalar build: one by one). */
