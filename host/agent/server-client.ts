@@ -7,7 +7,7 @@
 import crypto from "node:crypto";
 import https from "node:https";
 import type { TLSSocket } from "node:tls";
-import { QhxError } from "../core/errors.ts";
+import { QhxError, parseJsonAnswer } from "../core/errors.ts";
 import { toPem } from "../core/pem.ts";
 
 export interface ServerClientOptions {
@@ -88,27 +88,11 @@ export class ServerClient {
           const chunks: Buffer[] = [];
           res.on("data", (c: Buffer) => chunks.push(c));
           res.on("end", () => {
-            let parsed: unknown;
             try {
-              parsed = JSON.parse(Buffer.concat(chunks).toString("utf8"));
-            } catch {
-              return reject(
-                new QhxError("QHX_BAD_RESPONSE", `server answered ${res.statusCode} with non-JSON`),
-              );
+              resolve(parseJsonAnswer(res.statusCode ?? 500, Buffer.concat(chunks).toString("utf8")) as T);
+            } catch (e) {
+              reject(e);
             }
-            if ((res.statusCode ?? 500) >= 400) {
-              const e = (parsed as { error?: { code?: string; message?: string; hint?: string } }).error;
-              return reject(
-                new QhxError(
-                  e?.code ?? `HTTP_${res.statusCode}`,
-                  e?.message ?? `server answered ${res.statusCode}`,
-                  {
-                    ...(e?.hint ? { hint: e.hint } : {}),
-                  },
-                ),
-              );
-            }
-            resolve(parsed as T);
           });
         },
       );

@@ -4,7 +4,7 @@
  */
 import http from "node:http";
 import { systemClock } from "../core/clock.ts";
-import { QhxError } from "../core/errors.ts";
+import { QhxError, errorFromAnswer, parseJsonAnswer } from "../core/errors.ts";
 import { handleAdmin } from "../server/admin-api.ts";
 import { parseServerConfig } from "../server/config.ts";
 import { readDataDirInfo, ServerCore } from "../server/core.ts";
@@ -12,13 +12,6 @@ import { readDataDirInfo, ServerCore } from "../server/core.ts";
 export interface AdminClient {
   call<T = Record<string, unknown>>(method: string, path: string, body?: unknown): Promise<T>;
   close(): Promise<void>;
-}
-
-function fail(status: number, body: unknown): never {
-  const err = (body as { error?: { code?: string; message?: string; hint?: string } })?.error;
-  throw new QhxError(err?.code ?? `HTTP_${status}`, err?.message ?? `server answered ${status}`, {
-    ...(err?.hint ? { hint: err.hint } : {}),
-  });
 }
 
 export class SocketClient implements AdminClient {
@@ -44,22 +37,11 @@ export class SocketClient implements AdminClient {
           const chunks: Buffer[] = [];
           res.on("data", (c: Buffer) => chunks.push(c));
           res.on("end", () => {
-            let parsed: unknown;
             try {
-              parsed = JSON.parse(Buffer.concat(chunks).toString("utf8"));
-            } catch {
-              return reject(
-                new QhxError("QHX_BAD_RESPONSE", `server answered ${res.statusCode} with non-JSON`),
-              );
+              resolve(parseJsonAnswer(res.statusCode ?? 500, Buffer.concat(chunks).toString("utf8")) as T);
+            } catch (e) {
+              reject(e);
             }
-            if ((res.statusCode ?? 500) >= 400) {
-              try {
-                fail(res.statusCode ?? 500, parsed);
-              } catch (e) {
-                return reject(e);
-              }
-            }
-            resolve(parsed as T);
           });
         },
       );
@@ -120,7 +102,7 @@ export class LocalClient implements AdminClient {
   async call<T>(method: string, path: string, body?: unknown): Promise<T> {
     const url = new URL(path, "http://local");
     const r = await handleAdmin(this.core, { method, path: url.pathname, query: url.searchParams, body });
-    if (r.status >= 400) fail(r.status, r.body);
+    if (r.status >= 400) throw errorFromAnswer(r.status, r.body);
     return r.body as T;
   }
   async close(): Promise<void> {

@@ -59,3 +59,23 @@ export function formatError(e: unknown): string {
   if (e instanceof Error) return e.message;
   return String(e);
 }
+
+/** The QhxError carried by a QHx JSON error answer `{ error: { code, message, hint } }` of HTTP status `status`. */
+export function errorFromAnswer(status: number, body: unknown): QhxError {
+  const err = (body as { error?: { code?: string; message?: string; hint?: string } } | null)?.error;
+  return new QhxError(err?.code ?? `HTTP_${status}`, err?.message ?? `server answered ${status}`, {
+    ...(err?.hint ? { hint: err.hint } : {}),
+  });
+}
+
+/** Parse a QHx JSON answer: the body on success, else throws the answer's error (or QHX_BAD_RESPONSE). */
+export function parseJsonAnswer(status: number, text: string): unknown {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch {
+    throw new QhxError("QHX_BAD_RESPONSE", `server answered ${status} with non-JSON`);
+  }
+  if (status >= 400) throw errorFromAnswer(status, parsed);
+  return parsed;
+}
