@@ -29,7 +29,17 @@ for (const dir of ["assembly", "filters"]) {
       const entry = path.relative(root, path.resolve(path.dirname(file), m.entry));
       jobs.push({
         name: `${entry} -> ${m.out}`,
-        argv: [entry, "--outFile", m.out, "-O3", "--runtime", "stub", ...(m.args ?? [])],
+        // an explicit config: otherwise asc merges asconfig.json, whose entries (the core module's SPIFFE
+        // functions) would leak into every module's exports
+        argv: [
+          entry,
+          "--config",
+          "scripts/asconfig.module.json",
+          "--outFile",
+          m.out,
+          "-O3",
+          ...(m.args ?? []),
+        ],
       });
     }
   }

@@ -42,6 +42,8 @@ export const agentConfigSchema = z
     log_level: z.enum(["trace", "debug", "info", "warn", "error", "fatal", "silent"]).default("info"),
     sync_interval: duration.default(parseDuration("5s")),
     workload_key_type: z.enum(SVID_KEY_ALGS).default("ec-p256"),
+    /** who computes ML-DSA/ML-KEM: node:crypto (OpenSSL) or QHx's Wasm kernels; QHX_PQ_BACKEND if unset */
+    pq_backend: z.enum(["native", "wasm"]).optional(),
     workload_attestors: z
       .object({
         unix: z
@@ -76,6 +78,8 @@ export interface AgentConfig {
   syncIntervalMs: number;
   workloadKeyType: SvidKeyAlg;
   unix: false | { hashMaxBytes?: number; discoverCgroup?: boolean };
+  /** ML-DSA/ML-KEM backend (undefined: QHX_PQ_BACKEND, else native) */
+  pqBackend: "native" | "wasm" | undefined;
 }
 
 export function parseAgentConfig(raw: unknown, source = "config"): AgentConfig {
@@ -124,6 +128,7 @@ export function parseAgentConfig(raw: unknown, source = "config"): AgentConfig {
     logLevel: c.log_level,
     syncIntervalMs: c.sync_interval,
     workloadKeyType: c.workload_key_type,
+    pqBackend: c.pq_backend,
     unix:
       unix === false
         ? false

@@ -10,6 +10,8 @@ import { Counter, Gauge, Registry, collectDefaultMetrics } from "prom-client";
 import { parsePemBundle, parseSpiffeBundle } from "../core/bundle.ts";
 import type { Clock } from "../core/clock.ts";
 import { QhxError } from "../core/errors.ts";
+import { mlDsaEngineName } from "../core/alg.ts";
+import { configurePq } from "../crypto/index.ts";
 import { parseCertificate } from "../core/x509.ts";
 import type { Logger } from "../server/logger.ts";
 import { Agent } from "./agent.ts";
@@ -59,6 +61,7 @@ export async function startAgent(
   opts: { clock: Clock; logger: Logger },
 ): Promise<RunningAgent> {
   const log = opts.logger;
+  configurePq({ backend: cfg.pqBackend });
   assertPeerCredAvailable();
   let roots: Uint8Array[] = [];
   let trustDomain = cfg.trustDomain;
@@ -177,6 +180,7 @@ export async function startAgent(
       socket: cfg.socketPath,
       healthListen: `${healthAddress.address}:${healthAddress.port}`,
       server: `${cfg.server.host}:${cfg.server.port}`,
+      mlDsa: mlDsaEngineName(),
     },
     "agent started",
   );

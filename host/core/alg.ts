@@ -104,12 +104,43 @@ export function digestFor(alg: KeyAlg): string | null {
   }
 }
 
+export type MlDsaAlg = "ml-dsa-44" | "ml-dsa-65" | "ml-dsa-87";
+
+/**
+ * Who computes ML-DSA for signData/verifyData: node:crypto (OpenSSL) by default, or a replacement such
+ * as the Wasm kernels, installed by host/crypto's `configurePq({ backend: "wasm" })` (the config key
+ * `crypto.pq_backend` and `QHX_PQ_BACKEND`). The two produce interchangeable FIPS 204 signatures.
+ */
+export interface MlDsaEngine {
+  readonly name: string;
+  /** Returns undefined when it cannot use this key (then node:crypto signs). */
+  sign(alg: MlDsaAlg, privateKey: KeyObject, data: Uint8Array): Uint8Array | undefined;
+  /** Returns undefined when it cannot use this key (then node:crypto verifies). */
+  verify(alg: MlDsaAlg, publicKey: KeyObject, data: Uint8Array, signature: Uint8Array): boolean | undefined;
+}
+
+let mlDsaEngine: MlDsaEngine | undefined;
+
+/** Install (or, with undefined, remove) the ML-DSA engine used by signData/verifyData. */
+export function setMlDsaEngine(engine: MlDsaEngine | undefined): void {
+  mlDsaEngine = engine;
+}
+
+/** The name of the ML-DSA engine in use ("node:crypto" unless one was installed). */
+export function mlDsaEngineName(): string {
+  return mlDsaEngine?.name ?? "node:crypto";
+}
+
 /** Sign `data` as X.509 does: ECDSA signatures DER-encoded, the others raw. */
 export function signData(
   privateKey: KeyObject,
   data: Uint8Array,
   alg: KeyAlg = keyAlgOf(privateKey),
 ): Buffer {
+  if (mlDsaEngine && isPostQuantum(alg)) {
+    const sig = mlDsaEngine.sign(alg as MlDsaAlg, privateKey, data);
+    if (sig) return Buffer.from(sig.buffer, sig.byteOffset, sig.byteLength);
+  }
   return crypto.sign(digestFor(alg), data, privateKey);
 }
 
@@ -151,6 +182,10 @@ export function verifyData(
         { key: publicKey, padding: crypto.constants.RSA_PKCS1_PSS_PADDING, saltLength: 32 },
         signature,
       );
+    }
+    if (mlDsaEngine && isPostQuantum(alg)) {
+      const ok = mlDsaEngine.verify(alg as MlDsaAlg, publicKey, data, signature);
+      if (ok !== undefined) return ok;
     }
     return crypto.verify(digestFor(alg), data, publicKey, signature);
   } catch {

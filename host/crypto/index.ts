@@ -7,6 +7,8 @@
  * (the control plane's config key calls this). Every failure is a QhxError with a stable code;
  * `mlDsa.verify` returns false for any malformed input instead of throwing.
  */
+import type { KeyObject } from "node:crypto";
+import { type MlDsaAlg, type MlDsaEngine, setMlDsaEngine } from "../core/alg.ts";
 import { randomBytes } from "./random.ts";
 import { QhxError } from "../core/errors.ts";
 import {
@@ -209,9 +211,62 @@ function provider(): PqProvider {
   return current;
 }
 
-/** Select the backend used by `mlDsa` / `mlKem` (the config key `crypto.pqBackend` maps here). */
+const PARAMS_OF: Record<MlDsaAlg, MlDsaParams> = {
+  "ml-dsa-44": "ML-DSA-44",
+  "ml-dsa-65": "ML-DSA-65",
+  "ml-dsa-87": "ML-DSA-87",
+};
+
+/**
+ * node:crypto KeyObjects → the FIPS byte formats the kernels take, cached per key object: the public key
+ * from its JWK (`AKP` `pub`), the secret key expanded from the 32-byte seed in its JWK (`priv`). A key
+ * node:crypto cannot export as a seed (an expanded-only PKCS#8 import) is left to node:crypto.
+ */
+function kernelEngine(p: PqProvider): MlDsaEngine {
+  const pubs = new WeakMap<KeyObject, Uint8Array>();
+  const secrets = new WeakMap<KeyObject, Uint8Array | null>();
+  const rawPublic = (key: KeyObject): Uint8Array => {
+    let raw = pubs.get(key);
+    if (!raw) {
+      const jwk = key.export({ format: "jwk" }) as { pub?: string };
+      raw = Buffer.from(jwk.pub ?? "", "base64url");
+      pubs.set(key, raw);
+    }
+    return raw;
+  };
+  const expandedSecret = (alg: MlDsaAlg, key: KeyObject): Uint8Array | null => {
+    let sk = secrets.get(key);
+    if (sk === undefined) {
+      try {
+        const jwk = key.export({ format: "jwk" }) as { priv?: string };
+        sk = jwk.priv ? p.mlDsa.keygen(PARAMS_OF[alg], Buffer.from(jwk.priv, "base64url")).secretKey : null;
+      } catch {
+        sk = null;
+      }
+      secrets.set(key, sk);
+    }
+    return sk;
+  };
+  return {
+    name: "qhx wasm kernels",
+    sign(alg, privateKey, data) {
+      const sk = expandedSecret(alg, privateKey);
+      return sk ? p.mlDsa.sign(PARAMS_OF[alg], sk, data) : undefined;
+    },
+    verify(alg, publicKey, data, signature) {
+      return p.mlDsa.verify(PARAMS_OF[alg], rawPublic(publicKey), data, signature);
+    },
+  };
+}
+
+/**
+ * Select the backend used by `mlDsa` / `mlKem` (the config key `crypto.pq_backend` maps here), and for
+ * the control plane's own ML-DSA signatures and verifications (host/core/alg.ts signData/verifyData:
+ * X.509 and JWT-SVID issuance, bundle and policy checks).
+ */
 export function configurePq(opts: { backend?: PqBackend; flavour?: WasmFlavour }): void {
   current = pqProvider(opts.backend ?? envBackend(), opts.flavour);
+  setMlDsaEngine(current.backend === "wasm" ? kernelEngine(current) : undefined);
 }
 
 /** The backend currently in use. */
