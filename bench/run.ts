@@ -7,6 +7,13 @@ const benches: Record<string, () => Promise<unknown>> = {
   agent: () => import("./agent.ts").then((m) => m.run()),
   policy: () => import("./policy.ts").then((m) => m.run()),
   crypto: () => import("./crypto.ts").then((m) => m.run()),
+  filter: () => import("./filter.ts").then((m) => m.run()),
+  "proxy-wasm": () => import("./proxy-wasm.ts").then((m) => m.run()),
+  receipts: () => import("./receipts.ts").then((m) => m.run()),
+  tunnel: () => import("./tunnel.ts").then((m) => m.run()),
+  ecdsa: () => import("./ecdsa.ts").then((m) => m.run()),
+  component: () => import("./component.ts").then((m) => m.run()),
+  "crypto-policy": () => import("./crypto-policy.ts").then((m) => m.run()),
 };
 
 const names = process.argv.slice(2);

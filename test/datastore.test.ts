@@ -701,7 +701,7 @@ describe("schema v2: node aliases", () => {
     await ds.createJoinToken({ tokenHash: "b".repeat(64), expiresAt: 2e9, createdAt: 1 });
     expect(await ds.consumeJoinToken("a".repeat(64), 10)).toMatchObject({ spiffeId: "spiffe://td/n1" });
     expect((await ds.consumeJoinToken("b".repeat(64), 10))?.spiffeId).toBeUndefined();
-    expect(ds.schemaVersion()).toBe(2);
+    expect(ds.schemaVersion()).toBe(SCHEMA_VERSION);
     await ds.close();
   });
 });

@@ -6,6 +6,8 @@ import { IO, IO_CAP, PK, SK, SIG, SEED, RND, SS, CTX_HOST, CTX_MU } from "./mem"
 
 export { dsaKeygen, dsaSignBegin, dsaSignEnd, dsaVerifyBegin, dsaVerifyEnd } from "./mldsa";
 export { kemKeygen, kemEncaps, kemDecaps, kemSelfTest } from "./mlkem";
+export { sha256, sha256Init, sha256Update, sha256Final, sha256CtxPtr, sha256CtxSize } from "./sha256";
+export { p256Verify, p256Arith } from "./p256";
 
 
 export function ioPtr(): usize {

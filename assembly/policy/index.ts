@@ -59,6 +59,9 @@ const OP_ENTEQ: i32 = 39; // [op, var, uidId]: scope `==` (never errors)
 const OP_ENTIS: i32 = 40; // [op, var, typeStrId]: scope `is` (never errors)
 const OP_ERROR: i32 = 42; // [op]: an extension constructor Cedar rejects (always an evaluation error)
 const OP_VARIN: i32 = 41; // [op, var, right]: `principal|action|resource in right`, via memoized ancestors
+// [op, child, result, seq lo, seq hi]: a boolean node shared by several parents or policies, evaluated
+// once per request: the result (0, 1 or -error code) is valid while the seq words equal `seq`
+const OP_MEMO: i32 = 43;
 
 const E_TYPE: i32 = 1;
 const E_NOATTR: i32 = 2;
@@ -79,6 +82,7 @@ let falseV: usize = 0;
 let slots: usize = 0; // per uid: [gen, entryPtr, color, visit, ancestor-of-var marks x3, _]
 let uidCap: i32 = 0;
 let gen: i32 = 0;
+let seq: i64 = 0; // request sequence number for MEMO nodes (never wraps)
 let visitGen: i32 = 0;
 
 let vPrincipal: usize = 0;
@@ -524,8 +528,28 @@ function evalBool(n: usize): i32 {
       const eq = <i32>valueEq(a, b);
       return load<i32>(n) == OP_EQ ? eq : eq ^ 1;
     }
+    case OP_MEMO:
+      return evalMemo(n);
   }
   return evalBoolSlow(n);
+}
+
+/**
+ * A shared boolean node: evaluated once per request. Errors propagate without being caught, so `err` is
+ * 0 on entry and, after an error, holds this subtree's code: replaying it sets the same code.
+ */
+function evalMemo(n: usize): i32 {
+  if (load<i64>(n, 12) == seq) {
+    const r = load<i32>(n, 8);
+    if (r >= 0) return r;
+    fail(-r);
+    return -1;
+  }
+  const r = evalBool(child(n, 1));
+  if (r < 0 && err == E_ARENA) return -1; // the whole request goes to cedar-wasm: nothing to remember
+  store<i32>(n, r >= 0 ? r : -err, 8);
+  store<i64>(n, seq, 12);
+  return r;
 }
 
 function evalBoolSlow(n: usize): i32 {
@@ -559,6 +583,10 @@ function evalNode(n: usize): usize {
     }
     case OP_ERROR:
       return fail(E_EXT);
+    case OP_MEMO: {
+      const r = evalMemo(n);
+      return r < 0 ? 0 : boolV(r != 0);
+    }
     case OP_VARIN: {
       const r = evalNode(child(n, 2));
       if (r == 0) return 0;
@@ -791,6 +819,7 @@ export function authorize(
   nEnt: i32,
   arenaUsed: usize,
 ): i32 {
+  seq++;
   gen++;
   if (gen == 0x7fffffff) {
     memory.fill(slots, 0, <usize>uidCap << 5);

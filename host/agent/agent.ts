@@ -11,7 +11,16 @@ import crypto, { type KeyObject } from "node:crypto";
 import { EventEmitter } from "node:events";
 import fs from "node:fs";
 import path from "node:path";
-import { type SvidKeyAlg, generateKeyPair } from "../core/alg.ts";
+import {
+  type SvidKeyAlg,
+  generateKeyPair,
+  generateWorkloadKeyPair,
+  isWorkloadKeyAlg,
+  SVID_KEY_ALGS,
+  type WorkloadKeyAlg,
+  workloadPkcs8,
+} from "../core/alg.ts";
+import type { CompositePrivateKey } from "../core/composite.ts";
 import { bundleToSpiffeJson, parseSpiffeBundle } from "../core/bundle.ts";
 import type { TrustBundle } from "../core/bundle-types.ts";
 import type { Clock } from "../core/clock.ts";
@@ -31,7 +40,7 @@ import type { PeerCred, WorkloadAttestor } from "./workload/types.ts";
 import type { WorkloadIdentities, WorkloadIdentityProvider, WorkloadX509Svid } from "./workload-api/types.ts";
 
 /** A base64 DER PKCS#10 request for the key: the server issues only to the holder of the private key. */
-const csrOf = (key: KeyObject) => Buffer.from(createCsr(key)).toString("base64");
+const csrOf = (key: KeyObject | CompositePrivateKey) => Buffer.from(createCsr(key)).toString("base64");
 
 export interface AgentOptions {
   trustDomain: string;
@@ -50,6 +59,8 @@ export interface AgentOptions {
 
 interface CachedSvid {
   entry: RegistrationEntry;
+  /** the algorithm of the SVID's key (composite ML-DSA + ECDSA included) */
+  keyAlg: WorkloadKeyAlg;
   svid: WorkloadX509Svid;
   notBefore: number;
   /** ms epoch when to rotate */
@@ -79,6 +90,30 @@ function entryFromJson(j: EntryJson): RegistrationEntry {
   };
 }
 
+/** What the server's crypto policy says about an entry's key (sync): the one to generate, the ones allowed. */
+interface KeyPolicy {
+  keyAlg: WorkloadKeyAlg;
+  allowed: readonly WorkloadKeyAlg[];
+}
+
+/**
+ * An entry's key policy from sync: the server names the algorithm (`svid_key_alg`, null when its crypto
+ * policy has no preference: the agent's configured `workloadKeyType`) and the allowed ones. Unknown names
+ * (a newer server) are ignored rather than guessed.
+ */
+function keyPolicyOf(
+  j: { svid_key_alg?: unknown; allowed_key_algs?: unknown },
+  fallback: SvidKeyAlg,
+): KeyPolicy {
+  const allowed = Array.isArray(j.allowed_key_algs) ? j.allowed_key_algs.filter(isWorkloadKeyAlg) : [];
+  const keyAlg = isWorkloadKeyAlg(j.svid_key_alg)
+    ? j.svid_key_alg
+    : allowed.length === 0 || allowed.includes(fallback)
+      ? fallback
+      : allowed[0]!;
+  return { keyAlg, allowed: allowed.length ? allowed : SVID_KEY_ALGS };
+}
+
 /** Renew at half of the remaining life, plus up to 10% of the life as jitter (no rotation storms). */
 export function renewTime(notBeforeMs: number, notAfterMs: number, random = Math.random()): number {
   const life = notAfterMs - notBeforeMs;
@@ -102,7 +137,10 @@ export class Agent implements WorkloadIdentityProvider {
   private agentNotAfter = 0;
   private agentRenewAt = 0;
   private bundle: TrustBundle | undefined;
+  /** foreign bundles from federation, by trust domain (sync sends those this node's entries name) */
+  private federated = new Map<string, TrustBundle>();
   private entries: RegistrationEntry[] = [];
+  private keyPolicies = new Map<string, KeyPolicy>();
   private readonly cache = new Map<string, CachedSvid>();
   private readonly selectorCache = new Map<string, { selectors: Selector[]; until: number }>();
   private readonly jwtCache = new Map<string, { token: string; renewAt: number; expiresAt: number }>();
@@ -211,6 +249,44 @@ export class Agent implements WorkloadIdentityProvider {
     }
   }
 
+  /**
+   * Replace the federated bundles with the sync's (a trust domain no longer there, e.g. its federation
+   * was deleted, is dropped at once). A bundle that does not parse is left out and logged.
+   */
+  private setFederatedBundles(docs: Record<string, string>): void {
+    const next = new Map<string, TrustBundle>();
+    for (const [td, doc] of Object.entries(docs)) {
+      if (td === this.o.trustDomain) continue;
+      try {
+        next.set(td, parseSpiffeBundle(doc, td));
+      } catch (e) {
+        this.log.warn({ trustDomain: td, reason: formatError(e) }, "federated bundle refused");
+      }
+    }
+    const key = (m: Map<string, TrustBundle>) =>
+      [...m.entries()]
+        .map(([td, b]) => `${td}#${b.sequence}`)
+        .sort()
+        .join(",");
+    const changed = key(next) !== key(this.federated);
+    this.federated = next;
+    if (changed) {
+      this.log.info({ trustDomains: [...next.keys()] }, "federated bundles updated");
+      this.events.emit("change");
+    }
+  }
+
+  /** The own bundle, then the federated bundles the given entries name in federates_with. */
+  private bundlesFor(entries: RegistrationEntry[]): TrustBundle[] {
+    const out = this.bundle ? [this.bundle] : [];
+    const tds = new Set(entries.flatMap((e) => e.federatesWith));
+    for (const td of [...tds].sort()) {
+      const b = this.federated.get(td);
+      if (b) out.push(b);
+    }
+    return out;
+  }
+
   private persistAgent(): void {
     writeFileAtomic(
       path.join(this.dir, "svid.key"),
@@ -315,16 +391,19 @@ export class Agent implements WorkloadIdentityProvider {
       }
     }
     const s = await this.client.call<{
-      entries: EntryJson[];
+      entries: (EntryJson & { svid_key_alg?: unknown; allowed_key_algs?: unknown })[];
       bundle: string;
       bundle_sequence: number;
+      federated_bundles?: Record<string, string>;
       assurance: string;
       policy?: { version: number; digest: string } | null;
     }>("GET", "/agent/v1/sync");
     if (s.policy && (this.policyHolder?.version?.digest ?? "") !== s.policy.digest) await this.fetchPolicy();
     this.setBundle(parseSpiffeBundle(s.bundle, this.o.trustDomain));
+    this.setFederatedBundles(s.federated_bundles ?? {});
     this.assurance = s.assurance;
     this.entries = s.entries.map(entryFromJson);
+    this.keyPolicies = new Map(s.entries.map((j) => [j.id, keyPolicyOf(j, this.o.workloadKeyType)]));
     let changed = false;
     const live = new Set(this.entries.map((e) => e.id));
     for (const id of this.cache.keys()) {
@@ -336,7 +415,14 @@ export class Agent implements WorkloadIdentityProvider {
     const now = this.nowMs();
     const due = this.entries.filter((e) => {
       const c = this.cache.get(e.id);
-      return !c || c.renewAt <= now || c.entry.revision !== e.revision;
+      // a crypto policy change takes effect at the next rotation, at once if the key's algorithm is no
+      // longer allowed
+      return (
+        !c ||
+        c.renewAt <= now ||
+        c.entry.revision !== e.revision ||
+        !this.keyPolicyFor(e.id).allowed.includes(c.keyAlg)
+      );
     });
     if (due.length > 0) {
       // the server takes at most 500 CSRs a request
@@ -346,7 +432,12 @@ export class Agent implements WorkloadIdentityProvider {
       // entries may have changed in ways that don't need a new SVID (e.g. selectors)
       for (const e of this.entries) {
         const c = this.cache.get(e.id);
-        if (c && c.entry.updatedAt !== e.updatedAt) {
+        // federatesWith also changes without an entry update: the server trims it per the crypto
+        // policy's accept_from, so a policy apply must reach the cached entry at the next sync
+        if (
+          c &&
+          (c.entry.updatedAt !== e.updatedAt || c.entry.federatesWith.join(",") !== e.federatesWith.join(","))
+        ) {
           c.entry = e;
           changed = true;
         }
@@ -356,8 +447,13 @@ export class Agent implements WorkloadIdentityProvider {
     if (changed) this.events.emit("change");
   }
 
+  private keyPolicyFor(entryId: string): KeyPolicy {
+    return this.keyPolicies.get(entryId) ?? { keyAlg: this.o.workloadKeyType, allowed: SVID_KEY_ALGS };
+  }
+
   private async issueBatch(batch: RegistrationEntry[]): Promise<void> {
-    const keys = new Map(batch.map((e) => [e.id, generateKeyPair(this.o.workloadKeyType)]));
+    const algs = new Map(batch.map((e) => [e.id, this.keyPolicyFor(e.id).keyAlg]));
+    const keys = new Map(batch.map((e) => [e.id, generateWorkloadKeyPair(algs.get(e.id)!)]));
     const r = await this.client.call<{
       svids: { entry_id: string; spiffe_id: string; chain: string[]; expires_at: number }[];
       denied?: { entry_id: string; spiffe_id: string; code: string; message: string }[];
@@ -381,12 +477,13 @@ export class Agent implements WorkloadIdentityProvider {
       const na = Date.parse(leaf.validTo);
       this.cache.set(entry.id, {
         entry,
+        keyAlg: algs.get(entry.id)!,
         notBefore: nb,
         renewAt: renewTime(nb, na),
         svid: {
           spiffeId: sv.spiffe_id,
           chain,
-          privateKey: new Uint8Array(keys.get(entry.id)!.privateKey.export({ type: "pkcs8", format: "der" })),
+          privateKey: new Uint8Array(workloadPkcs8(keys.get(entry.id)!.privateKey)),
           expiresAt: sv.expires_at,
           ...(entry.labels.hint ? { hint: entry.labels.hint } : {}),
         },
@@ -436,11 +533,12 @@ export class Agent implements WorkloadIdentityProvider {
   }
 
   /** Entries currently cached (for `qhx agent` introspection and tests). */
-  cachedSvids(): { entryId: string; spiffeId: string; expiresAt: number }[] {
+  cachedSvids(): { entryId: string; spiffeId: string; expiresAt: number; keyAlg: WorkloadKeyAlg }[] {
     return [...this.cache.values()].map((c) => ({
       entryId: c.entry.id,
       spiffeId: c.svid.spiffeId,
       expiresAt: c.svid.expiresAt,
+      keyAlg: c.keyAlg,
     }));
   }
 
@@ -475,7 +573,7 @@ export class Agent implements WorkloadIdentityProvider {
 
   async identitiesFor(peer: PeerCred): Promise<WorkloadIdentities> {
     const matched = await this.matchingEntries(peer);
-    return { svids: matched.map((c) => c.svid), bundles: this.bundle ? [this.bundle] : [] };
+    return { svids: matched.map((c) => c.svid), bundles: this.bundlesFor(matched.map((c) => c.entry)) };
   }
 
   onChange(listener: () => void): () => void {
@@ -516,7 +614,7 @@ export class Agent implements WorkloadIdentityProvider {
   }
 
   allBundles(): TrustBundle[] {
-    return this.bundle ? [this.bundle] : [];
+    return [...(this.bundle ? [this.bundle] : []), ...this.federated.values()];
   }
 
   async stop(): Promise<void> {

@@ -60,6 +60,14 @@ export const agentConfigSchema = z
       })
       .strict()
       .default({}),
+    /** keep the qhx_authz filter configuration in this file (host/agent/filter-config.ts); unset: off */
+    filter_config_path: z.string().min(1).optional(),
+    /** ecds (Envoy config_discovery file, default), envoy (http_filters entry), istio, raw (the string) */
+    filter_config_format: z.enum(["raw", "ecds", "envoy", "istio"]).default("ecds"),
+    /** the filter's options (FilterOptions of host/filter/config.ts; the encoder validates them) */
+    filter_options: z.record(z.string(), z.unknown()).optional(),
+    /** the filter module referenced by the rendered documents (default build/filters/qhx_authz.wasm) */
+    filter_wasm_file: z.string().min(1).optional(),
   })
   .strict();
 
@@ -80,6 +88,15 @@ export interface AgentConfig {
   unix: false | { hashMaxBytes?: number; discoverCgroup?: boolean };
   /** ML-DSA/ML-KEM backend (undefined: QHX_PQ_BACKEND, else native) */
   pqBackend: "native" | "wasm" | undefined;
+  /** the filter configuration file the agent keeps current (undefined: off) */
+  filterConfig:
+    | {
+        path: string;
+        format: "raw" | "ecds" | "envoy" | "istio";
+        options: Record<string, unknown> | undefined;
+        wasmFile: string | undefined;
+      }
+    | undefined;
 }
 
 export function parseAgentConfig(raw: unknown, source = "config"): AgentConfig {
@@ -129,6 +146,14 @@ export function parseAgentConfig(raw: unknown, source = "config"): AgentConfig {
     syncIntervalMs: c.sync_interval,
     workloadKeyType: c.workload_key_type,
     pqBackend: c.pq_backend,
+    filterConfig: c.filter_config_path
+      ? {
+          path: path.resolve(c.filter_config_path),
+          format: c.filter_config_format,
+          options: c.filter_options,
+          wasmFile: c.filter_wasm_file ? path.resolve(c.filter_wasm_file) : undefined,
+        }
+      : undefined,
     unix:
       unix === false
         ? false

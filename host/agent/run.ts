@@ -18,6 +18,8 @@ import { Agent } from "./agent.ts";
 import { nodeAttestorClient } from "./attestors/index.ts";
 import type { AgentConfig } from "./config.ts";
 import { assertPeerCredAvailable, peerCredOf } from "./peercred.ts";
+import { agentFilterSource, FilterConfigKeeper } from "./filter-config.ts";
+import type { FilterOptions } from "../filter/config.ts";
 import { createWorkloadApiServer } from "./workload-api/server.ts";
 import { workloadAttestors } from "./workload/index.ts";
 
@@ -184,6 +186,21 @@ export async function startAgent(
     },
     "agent started",
   );
+  let filterKeeper: FilterConfigKeeper | undefined;
+  if (cfg.filterConfig) {
+    const fc = cfg.filterConfig;
+    filterKeeper = new FilterConfigKeeper(
+      agentFilterSource(agent, { ...cfg.server, trustDomain, dataDir: cfg.dataDir }),
+      {
+        path: fc.path,
+        format: fc.format,
+        ...(fc.options ? { options: fc.options as FilterOptions } : {}),
+        ...(fc.wasmFile ? { wasmFile: fc.wasmFile } : {}),
+        logger: log,
+      },
+    );
+    await filterKeeper.start();
+  }
   let closing: Promise<void> | undefined;
   return {
     agent,
@@ -191,6 +208,7 @@ export async function startAgent(
     healthAddress,
     close: () =>
       (closing ??= (async () => {
+        filterKeeper?.stop();
         await api.close();
         await new Promise<void>((r) => {
           health.close(() => r());

@@ -16,6 +16,9 @@ import { validateJwtSvid } from "../core/jwtsvid.ts";
 import { fromPem } from "../core/pem.ts";
 import { verifyX509Svid } from "../core/x509-verify.ts";
 import { SocketClient } from "./client.ts";
+import { runFederationDemo } from "./demo-federation.ts";
+import { runTunnelDemo } from "./demo-tunnel.ts";
+import { type ReceiptsDemoOptions, runReceiptsDemo, verifyReceiptsDemo } from "./demo-receipts.ts";
 import { workloadCall } from "./workload-client.ts";
 import { assuranceOf } from "../core/assurance.ts";
 import { parseCertificate, readTlv } from "../core/x509.ts";
@@ -92,7 +95,10 @@ function waitForLog(child: ChildProcess, msg: string): Promise<Record<string, un
   });
 }
 
-export async function runDemo(opts: { keep?: boolean } = {}): Promise<number> {
+export async function runDemo(
+  opts: { keep?: boolean; keepDir?: string; federation?: boolean } = {},
+): Promise<number> {
+  if (opts.federation) return runFederationDemo(opts);
   const say = (s: string) => process.stdout.write(`${s}\n`);
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "qhx-demo-"));
   const results: [string, boolean, string][] = [];
@@ -133,6 +139,8 @@ export async function runDemo(opts: { keep?: boolean } = {}): Promise<number> {
   child.stderr!.pipe(logStream);
   let client: SocketClient | undefined;
   let agent: ChildProcess | undefined;
+  let receipts: ReceiptsDemoOptions | undefined;
+  let receiptFiles: string[] = [];
   try {
     const started = await waitForStart(child);
     say(
@@ -278,6 +286,19 @@ export async function runDemo(opts: { keep?: boolean } = {}): Promise<number> {
       return `${v.spiffeId}, key ${leaf.keyAlg}, signed ${leaf.signatureAlgorithm === "1.2.840.10045.4.3.2" ? "ECDSA-P256" : leaf.signatureAlgorithm}, TTL ${ttl}s, assurance ${assuranceOf(leaf)}`;
     });
 
+    await runTunnelDemo({ step, client: c, bundle, workloadSocket: sock, selfId: me, serverId: workload });
+
+    receipts = {
+      step,
+      client: c,
+      bundle,
+      listen: started.listen,
+      clientId: me,
+      serverId: workload,
+      dir: opts.keepDir ? path.resolve(opts.keepDir) : path.join(dir, "provenance"),
+    };
+    receiptFiles = await runReceiptsDemo(receipts);
+
     await step("metrics exported", async () => {
       const text = await (await fetch(`http://${started.healthListen}/metrics`)).text();
       const issued = text
@@ -307,6 +328,7 @@ export async function runDemo(opts: { keep?: boolean } = {}): Promise<number> {
       say(`  ${code === 0 ? "ok  " : "FAIL"}  server stopped on SIGTERM (exit code ${code})`);
     }
     logStream.end();
+    if (receipts) await verifyReceiptsDemo(receipts, receiptFiles);
   }
   const failed = results.filter((r) => !r[1]).length;
   say(`\n${results.length - failed} passed, ${failed} failed`);

@@ -2,6 +2,7 @@
  * `qhx`: the command line. Thin: every command parses flags, calls the modules under host/, and prints.
  * Errors print one line (code, cause, hint) on stderr and exit non-zero.
  */
+import { configurePq } from "../crypto/index.ts";
 import crypto from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
@@ -21,6 +22,11 @@ import { startServer } from "../server/server.ts";
 import { type AdminClient, LocalClient, SocketClient } from "./client.ts";
 import { runDemo } from "./demo.ts";
 import { registerPolicyCommands } from "./policy.ts";
+import { registerReceiptCommands } from "./receipt.ts";
+import { registerFederationCommands } from "./federation.ts";
+import { registerTunnelCommands } from "./tunnel.ts";
+import { registerCryptoPolicyCommands } from "./crypto-policy.ts";
+import { registerFilterCommands } from "./filter.ts";
 import { defaultWorkloadSocket, workloadCall } from "./workload-client.ts";
 import { parseAgentConfig } from "../agent/config.ts";
 import { startAgent } from "../agent/run.ts";
@@ -152,20 +158,35 @@ function entryOptions(cmd: Command): Command {
     .option("--data <file>", "read the entry from a JSON file (snake_case fields); flags override it");
 }
 
-/** SIGTERM/SIGINT: close the process's listeners and state cleanly, then exit 0 (1 if that fails). */
-function stopOnSignals(running: { close(): Promise<void> }, log: Logger): void {
+/**
+ * SIGTERM/SIGINT: close the process's listeners and state cleanly, then exit 0 (1 if that fails). The
+ * handlers are installed before start-up finishes (the "started" log line is written inside it), so a
+ * signal that arrives right after that line still shuts down cleanly instead of killing the process.
+ */
+async function stopOnSignals(starting: Promise<{ close(): Promise<void> }>, log: Logger): Promise<void> {
   const stop = (signal: string) => {
     log.info({ signal }, "shutting down");
-    running.close().then(
-      () => process.exit(0),
-      (e) => {
-        log.error({ err: e }, "shutdown failed");
-        process.exit(1);
-      },
-    );
+    starting
+      .then((running) => running.close())
+      .then(
+        () => process.exit(0),
+        (e) => {
+          log.error({ err: e }, "shutdown failed");
+          process.exit(1);
+        },
+      );
   };
-  process.once("SIGTERM", () => stop("SIGTERM"));
-  process.once("SIGINT", () => stop("SIGINT"));
+  const onTerm = () => stop("SIGTERM");
+  const onInt = () => stop("SIGINT");
+  process.once("SIGTERM", onTerm);
+  process.once("SIGINT", onInt);
+  try {
+    await starting;
+  } catch (e) {
+    process.off("SIGTERM", onTerm);
+    process.off("SIGINT", onInt);
+    throw e;
+  }
 }
 
 function printEntry(e: EntryJson): void {
@@ -276,7 +297,7 @@ Examples:
     .action(async (o) => {
       const cfg = loadServerConfig(o);
       const log = createLogger(cfg.logLevel, "qhx-server");
-      stopOnSignals(await startServer(cfg, { clock: systemClock, logger: log }), log);
+      await stopOnSignals(startServer(cfg, { clock: systemClock, logger: log }), log);
     });
 
   serverFlags(server.command("init"))
@@ -611,7 +632,7 @@ Workloads then use SPIFFE_ENDPOINT_SOCKET=unix:///run/qhx/api.sock.`,
       });
       const cfg = parseAgentConfig(merged, o.config ?? "flags");
       const log = createLogger(cfg.logLevel, "qhx-agent");
-      stopOnSignals(await startAgent(cfg, { clock: systemClock, logger: log }), log);
+      await stopOnSignals(startAgent(cfg, { clock: systemClock, logger: log }), log);
     });
 
   agentCmd
@@ -755,14 +776,30 @@ Workloads then use SPIFFE_ENDPOINT_SOCKET=unix:///run/qhx/api.sock.`,
     });
 
   registerPolicyCommands(program);
+  registerReceiptCommands(program);
+  registerFederationCommands(program);
+  registerTunnelCommands(program);
+  registerCryptoPolicyCommands(program);
+  registerFilterCommands(program);
 
   // ----------------------------------------------------------------------------------------- demo
   program
     .command("demo")
     .description("run a server, mint and verify SVIDs end to end, and report")
-    .option("--keep", "keep the demo's data directory")
+    .option(
+      "--keep [dir]",
+      "keep the demo's data directory; with DIR, leave receipts in DIR/receipts and trust material in DIR/trust",
+    )
+    .option(
+      "--federation",
+      "two trust domains federated both ways: a cross-domain tunnel and a releasability denial",
+    )
     .action(async (o) => {
-      process.exitCode = await runDemo({ keep: Boolean(o.keep) });
+      process.exitCode = await runDemo({
+        keep: Boolean(o.keep),
+        ...(typeof o.keep === "string" ? { keepDir: o.keep } : {}),
+        federation: Boolean(o.federation),
+      });
     });
 
   return program;
@@ -770,6 +807,8 @@ Workloads then use SPIFFE_ENDPOINT_SOCKET=unix:///run/qhx/api.sock.`,
 
 export async function main(argv: string[]): Promise<void> {
   try {
+    // QHX_PQ_BACKEND=wasm: the CLI's own ML-DSA work (offline minting, verification) on the Wasm kernels
+    if (process.env["QHX_PQ_BACKEND"]) configurePq({});
     await buildProgram().parseAsync(argv);
   } catch (e) {
     process.stderr.write(`qhx: ${formatError(e)}\n`);

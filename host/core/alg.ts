@@ -3,6 +3,16 @@
  * ECDSA P-256/P-384, Ed25519, RSA (JWT interop only), and ML-DSA-44/65/87 (FIPS 204, pure, empty context).
  */
 import crypto, { type KeyObject } from "node:crypto";
+import {
+  COMPOSITE_ALGS,
+  type CompositeAlg,
+  type CompositePrivateKey,
+  type CompositePublicKey,
+  compositePkcs8,
+  generateCompositeKeyPair,
+  isCompositeAlg,
+  isCompositeKey,
+} from "./composite.ts";
 import { QhxError } from "./errors.ts";
 
 export const KEY_ALGS = [
@@ -26,6 +36,41 @@ export const SVID_KEY_ALGS = [
   "ml-dsa-87",
 ] as const;
 export type SvidKeyAlg = (typeof SVID_KEY_ALGS)[number];
+
+/**
+ * Algorithms a workload's X509-SVID key may use: SVID_KEY_ALGS plus the composite ML-DSA + ECDSA keys of
+ * host/core/composite.ts (draft-ietf-lamps-pq-composite-sigs). Composite keys are workload keys only
+ * (not CA, JWT or TLS keys): SVID_KEY_ALGS, its users and the defaults built from it are unchanged.
+ */
+export const WORKLOAD_KEY_ALGS = [...SVID_KEY_ALGS, ...COMPOSITE_ALGS] as const;
+export type WorkloadKeyAlg = SvidKeyAlg | CompositeAlg;
+
+export function isWorkloadKeyAlg(s: unknown): s is WorkloadKeyAlg {
+  return typeof s === "string" && (WORKLOAD_KEY_ALGS as readonly string[]).includes(s);
+}
+
+/** A workload's public key: a node:crypto key or a composite one. */
+export type WorkloadPublicKey = KeyObject | CompositePublicKey;
+
+export interface WorkloadKeyPair {
+  publicKey: WorkloadPublicKey;
+  privateKey: KeyObject | CompositePrivateKey;
+}
+
+/** Generate a workload key: composite names give a CompositeKeyPair, the others generateKeyPair's. */
+export function generateWorkloadKeyPair(alg: WorkloadKeyAlg): WorkloadKeyPair {
+  return isCompositeAlg(alg) ? generateCompositeKeyPair(alg) : generateKeyPair(alg);
+}
+
+/** The algorithm of a workload key, composite included. */
+export function workloadKeyAlgOf(key: WorkloadPublicKey): KeyAlg | CompositeAlg {
+  return isCompositeKey(key) ? key.composite : keyAlgOf(key);
+}
+
+/** PKCS#8 DER of a workload private key (composite: the draft's OneAsymmetricKey form). */
+export function workloadPkcs8(key: KeyObject | CompositePrivateKey): Buffer {
+  return isCompositeKey(key) ? compositePkcs8(key) : key.export({ type: "pkcs8", format: "der" });
+}
 
 export function isKeyAlg(s: string): s is KeyAlg {
   return (KEY_ALGS as readonly string[]).includes(s);

@@ -10,6 +10,7 @@
 import crypto from "node:crypto";
 import { keyAlgForSigOid, verifyData } from "./alg.ts";
 import { type BundleSource, lookupBundle } from "./bundle-types.ts";
+import { compositeAlgForOid, compositeVerify } from "./composite.ts";
 import { QhxError, VerificationError } from "./errors.ts";
 import { SpiffeId } from "./spiffeid.ts";
 import { bytesEqual, OID, type ParsedCertificate, parseCertificate } from "./x509.ts";
@@ -116,6 +117,15 @@ function signatureProblem(cert: ParsedCertificate, issuer: ParsedCertificate): s
   }
   if (cert.signatureAlgorithmHasParams)
     return `signature algorithm ${cert.signatureAlgorithm} has parameters`;
+  const composite = compositeAlgForOid(cert.signatureAlgorithm);
+  if (composite) {
+    // composite ML-DSA + ECDSA (draft-ietf-lamps-pq-composite-sigs): both components over M', empty ctx
+    if (issuer.keyAlg !== composite || !issuer.compositeKey) {
+      return `signature algorithm ${composite} does not match the issuer's ${issuer.keyAlg ?? "unsupported"} key`;
+    }
+    if (!compositeVerify(issuer.compositeKey, cert.tbs, cert.signature)) return "signature does not verify";
+    return null;
+  }
   const alg = keyAlgForSigOid(cert.signatureAlgorithm);
   if (!alg || alg === "rsa-2048") return `unsupported signature algorithm ${cert.signatureAlgorithm}`;
   if (issuer.keyAlg !== alg) {

@@ -46,6 +46,21 @@ import {
   Validity,
 } from "@peculiar/asn1-x509";
 import { type KeyAlg, keyAlgOf, SIG_OID, SVID_KEY_ALGS, signData, spki } from "./alg.ts";
+import {
+  type CompositeAlg,
+  type CompositePrivateKey,
+  type CompositePublicKey,
+  compositeAlgOfSpki,
+  compositeOid,
+  compositePublicOf,
+  compositeSign,
+  compositeSpki,
+  isCompositeAlg,
+  isCompositeKey,
+  isCompositePrivateKey,
+  parseCompositeSpki,
+  serializeCompositePublic,
+} from "./composite.ts";
 import { QhxError, VerificationError } from "./errors.ts";
 import { fromPem, toPem, toPemChain } from "./pem.ts";
 import { SpiffeId } from "./spiffeid.ts";
@@ -102,14 +117,15 @@ export interface SubjectFields {
 }
 
 export interface CaSigner {
-  privateKey: KeyObject;
+  /** A composite ML-DSA + ECDSA private key signs with its composite algorithm (host/core/composite.ts). */
+  privateKey: KeyObject | CompositePrivateKey;
   /** The signer's certificate; absent for a self-signed (root) certificate. */
   certDer?: Uint8Array;
 }
 
 export interface IssueCaOptions {
-  /** The new CA's public key (a private key is accepted and its public half used). */
-  publicKey: KeyObject;
+  /** The new CA's public key (a private key is accepted and its public half used); may be composite. */
+  publicKey: KeyObject | CompositePublicKey;
   signer: CaSigner;
   trustDomain: string;
   /** Default: O=QHx, CN=<trust domain>, serialNumber=<certificate serial in hex>. */
@@ -122,10 +138,13 @@ export interface IssueCaOptions {
 
 export interface IssueSvidOptions {
   spiffeId: SpiffeId | string;
-  /** The workload's public key (a private key is accepted and its public half used). */
-  publicKey: KeyObject;
+  /**
+   * The workload's public key (a private key is accepted and its public half used), or a composite
+   * ML-DSA + ECDSA key (host/core/composite.ts), whose SPKI carries the composite OID.
+   */
+  publicKey: KeyObject | CompositePublicKey;
   issuerCertDer: Uint8Array;
-  issuerKey: KeyObject;
+  issuerKey: KeyObject | CompositePrivateKey;
   notBefore: Date;
   /** Clamped to the issuer's notAfter: an SVID never outlives the certificate that signs it. */
   notAfter: Date;
@@ -147,9 +166,9 @@ export interface CertificateTemplate {
   notBefore: Date;
   notAfter: Date;
   /** The subject key, or its DER SubjectPublicKeyInfo. */
-  publicKey: KeyObject | Uint8Array;
+  publicKey: KeyObject | CompositePublicKey | Uint8Array;
   extensions: X509Extension[];
-  signingKey: KeyObject;
+  signingKey: KeyObject | CompositePrivateKey;
   /** Override the outer signatureAlgorithm OID (default: the signing key's). */
   signatureOid?: string;
   /** Override the TBSCertificate signature OID (default: the outer one). */
@@ -225,9 +244,29 @@ export function computeKeyIdentifier(spkiDer: Uint8Array): Uint8Array {
   return crypto.createHash("sha1").update(subjectPublicKeyBits(spkiDer)).digest();
 }
 
-function publicHalf(key: KeyObject): KeyObject {
+function publicHalf(key: KeyObject): KeyObject;
+function publicHalf(key: KeyObject | CompositePublicKey): KeyObject | CompositePublicKey;
+function publicHalf(key: KeyObject | CompositePublicKey): KeyObject | CompositePublicKey {
+  if (isCompositeKey(key)) return compositePublicOf(key);
   return key.type === "private" ? crypto.createPublicKey(key) : key;
 }
+
+/** DER SPKI of a key, composite included. */
+function anySpki(key: KeyObject | CompositePublicKey): Uint8Array {
+  return isCompositeKey(key) ? new Uint8Array(compositeSpki(key)) : spki(key);
+}
+
+/** A certificate-signing key's algorithm: composite ML-DSA + ECDSA keys may sign certificates too. */
+function signingAlgOrThrow(key: KeyObject | CompositePrivateKey, what: string): KeyAlg | CompositeAlg {
+  if (isCompositeKey(key)) {
+    if (!isCompositePrivateKey(key)) throw invalid(`${what} must be a private key`);
+    return key.composite;
+  }
+  return keyAlgOrThrow(key, what, CERT_SIGNING_ALGS);
+}
+
+const sigOidOf = (alg: KeyAlg | CompositeAlg): string =>
+  isCompositeAlg(alg) ? compositeOid(alg) : SIG_OID[alg];
 
 function keyAlgOrThrow(key: KeyObject, what: string, allowed: readonly string[]): KeyAlg {
   const alg = keyAlgOf(key);
@@ -473,11 +512,14 @@ export const CERT_SIGNING_ALGS: readonly KeyAlg[] = SVID_KEY_ALGS;
 /** Sign TBSCertificate bytes and wrap them in an asn1-x509 Certificate. */
 function signTbs(
   tbsDer: Uint8Array,
-  signingKey: KeyObject,
-  alg: KeyAlg,
+  signingKey: KeyObject | CompositePrivateKey,
+  alg: KeyAlg | CompositeAlg,
   outerSigAlg: PreEncoded,
 ): Uint8Array {
-  const signature = signData(signingKey, tbsDer, alg);
+  // composite: Composite-ML-DSA.Sign(sk, TBSCertificate, ctx="") per draft-ietf-lamps-pq-composite-sigs
+  const signature = isCompositeKey(signingKey)
+    ? new Uint8Array(compositeSign(signingKey as CompositePrivateKey, tbsDer)) // own buffer (ab() slices)
+    : signData(signingKey, tbsDer, alg as KeyAlg);
   const cert = Object.assign(Object.create(Certificate.prototype) as Certificate, {
     tbsCertificate: spliced<TBSCertificate>(new PreEncoded(tbsDer)),
     signatureAlgorithm: spliced<AlgorithmIdentifier>(outerSigAlg),
@@ -492,9 +534,9 @@ function signTbs(
  * the escape hatch tests use to produce certificates the verifier must reject.
  */
 export function issueCertificateRaw(t: CertificateTemplate): Uint8Array {
-  const alg = keyAlgOrThrow(t.signingKey, "signing key", CERT_SIGNING_ALGS);
-  const outerOid = t.signatureOid ?? SIG_OID[alg];
-  const spkiDer = t.publicKey instanceof Uint8Array ? t.publicKey : spki(t.publicKey);
+  const alg = signingAlgOrThrow(t.signingKey, "signing key");
+  const outerOid = t.signatureOid ?? sigOidOf(alg);
+  const spkiDer = t.publicKey instanceof Uint8Array ? t.publicKey : anySpki(t.publicKey);
   const tbs = new TBSCertificate({
     version: 2,
     serialNumber: ab(normalizeSerial(t.serial)),
@@ -521,8 +563,13 @@ function checkValidityOrder(notBefore: Date, notAfter: Date): void {
   }
 }
 
-function assertKeyMatchesCert(privateKey: KeyObject, certSpki: Uint8Array, what: string): void {
-  if (!bytesEqual(spki(privateKey), certSpki)) {
+function assertKeyMatchesCert(
+  privateKey: KeyObject | CompositePrivateKey,
+  certSpki: Uint8Array,
+  what: string,
+): void {
+  const own = isCompositeKey(privateKey) ? anySpki(compositePublicOf(privateKey)) : spki(privateKey);
+  if (!bytesEqual(own, certSpki)) {
     throw new QhxError(
       "QHX_X509_KEY_MISMATCH",
       `${what}: private key does not match the certificate's public key`,
@@ -546,12 +593,16 @@ function assertIsCa(cert: ParsedCertificate, what: string): void {
  */
 export function issueCaCertificate(o: IssueCaOptions): Uint8Array {
   const td = SpiffeId.parse(`spiffe://${o.trustDomain}`).trustDomain;
-  keyAlgOrThrow(o.publicKey, "CA key", CERT_SIGNING_ALGS);
-  keyAlgOrThrow(o.signer.privateKey, "signer key", CERT_SIGNING_ALGS);
-  if (o.signer.privateKey.type !== "private") throw invalid("signer.privateKey must be a private key");
+  if (!isCompositeKey(o.publicKey)) keyAlgOrThrow(o.publicKey, "CA key", CERT_SIGNING_ALGS);
+  signingAlgOrThrow(o.signer.privateKey, "signer key");
+  if (!isCompositeKey(o.signer.privateKey) && o.signer.privateKey.type !== "private") {
+    throw invalid("signer.privateKey must be a private key");
+  }
   checkValidityOrder(o.notBefore, o.notAfter);
   const serial = normalizeSerial(o.serial ?? randomSerial());
-  const subjectSpki = spki(o.publicKey);
+  const subjectSpki = isCompositeKey(o.publicKey)
+    ? anySpki(compositePublicOf(o.publicKey))
+    : spki(o.publicKey);
   const ski = computeKeyIdentifier(subjectSpki);
   const subject = encodeName(
     o.subject ?? {
@@ -660,7 +711,16 @@ interface EncodedKey {
  * 30–45 µs per call; exporting the raw public key (node ≥ 24.x "raw-public") and wrapping it with
  * asn1-x509's SubjectPublicKeyInfo yields the same DER (test/x509.test.ts checks) in a fraction.
  */
-function encodeKey(publicKey: KeyObject): EncodedKey {
+function encodeKey(publicKey: KeyObject | CompositePublicKey): EncodedKey {
+  if (isCompositeKey(publicKey)) {
+    // composite ML-DSA: SPKI = composite OID, BIT STRING mldsaPK || ECPoint; typed fast path does not apply
+    return {
+      spki: new Uint8Array(compositeSpki(publicKey)), // own ArrayBuffer: PreEncoded splices `.buffer`
+      raw: undefined,
+      alg: undefined,
+      keyId: crypto.createHash("sha1").update(serializeCompositePublic(publicKey)).digest(),
+    };
+  }
   let alg: KeyAlg | undefined;
   try {
     alg = keyAlgOf(publicKey);
@@ -714,7 +774,7 @@ export function encodeSpki(publicKey: KeyObject): Uint8Array {
 
 /** What issuing under one (issuer certificate, issuer key) pair needs, computed once. */
 interface IssuerContext {
-  alg: KeyAlg;
+  alg: KeyAlg | CompositeAlg;
   sigAlg: PreEncoded;
   issuerName: PreEncoded;
   notAfterMs: number;
@@ -722,20 +782,20 @@ interface IssuerContext {
   aki: PreEncoded;
 }
 
-const ISSUERS = new WeakMap<Uint8Array, WeakMap<KeyObject, IssuerContext>>();
+const ISSUERS = new WeakMap<Uint8Array, WeakMap<KeyObject | CompositePrivateKey, IssuerContext>>();
 
-function issuerContext(certDer: Uint8Array, key: KeyObject): IssuerContext {
+function issuerContext(certDer: Uint8Array, key: KeyObject | CompositePrivateKey): IssuerContext {
   let byKey = ISSUERS.get(certDer);
   const hit = byKey?.get(key);
   if (hit) return hit;
-  if (key.type !== "private") throw invalid("issuerKey must be a private key");
-  const alg = keyAlgOrThrow(key, "issuer key", CERT_SIGNING_ALGS);
+  if (!isCompositeKey(key) && key.type !== "private") throw invalid("issuerKey must be a private key");
+  const alg = signingAlgOrThrow(key, "issuer key");
   const issuer = parseCertificate(certDer);
   assertIsCa(issuer, "issuer certificate");
   assertKeyMatchesCert(key, issuer.spki, "issuer");
   const ctx: IssuerContext = {
     alg,
-    sigAlg: signatureAlgorithmId(SIG_OID[alg]),
+    sigAlg: signatureAlgorithmId(sigOidOf(alg)),
     issuerName: new PreEncoded(issuer.subject),
     notAfterMs: issuer.notAfter.getTime(),
     aki: PreEncoded.of(
@@ -1010,7 +1070,7 @@ export function issueX509Svid(o: IssueSvidOptions): Uint8Array {
     spki: key.spki,
     keyId: key.keyId,
     san,
-    rsa: leafKey.asymmetricKeyType === "rsa",
+    rsa: !isCompositeKey(leafKey) && leafKey.asymmetricKeyType === "rsa",
     extra: o.extraExtensions,
   });
   return signTbs(tbs, o.issuerKey, ctx.alg, ctx.sigAlg);
@@ -1163,9 +1223,24 @@ export class ParsedCertificate {
   readonly notAfter: Date;
   /** DER SubjectPublicKeyInfo */
   readonly spki: Uint8Array;
-  readonly publicKey: KeyObject;
-  /** The QHx algorithm of publicKey, undefined when QHx does not support it. */
-  readonly keyAlg: KeyAlg | undefined;
+  /**
+   * The public key. Throws QHX_UNSUPPORTED_ALGORITHM for a composite key (use `compositeKey`): handing
+   * out one component would let a caller accept a signature by that component alone.
+   */
+  get publicKey(): KeyObject {
+    if (!this.#publicKey) {
+      throw new QhxError(
+        "QHX_UNSUPPORTED_ALGORITHM",
+        `the certificate's key is composite (${this.keyAlg}); use compositeKey`,
+      );
+    }
+    return this.#publicKey;
+  }
+  readonly #publicKey: KeyObject | undefined;
+  /** The composite ML-DSA + ECDSA key when the SPKI carries a composite OID. */
+  readonly compositeKey: CompositePublicKey | undefined;
+  /** The QHx algorithm of the key (e.g. "ml-dsa-65", "mldsa65-ecdsa-p256"), undefined when unsupported. */
+  readonly keyAlg: KeyAlg | CompositeAlg | undefined;
   /** outer signatureAlgorithm OID */
   readonly signatureAlgorithm: string;
   /** raw DER of the outer AlgorithmIdentifier */
@@ -1240,18 +1315,34 @@ export class ParsedCertificate {
     }
 
     this.spki = u8(tbs.subjectPublicKeyInfo);
-    try {
-      this.publicKey = crypto.createPublicKey({ key: Buffer.from(this.spki), format: "der", type: "spki" });
-    } catch (e) {
-      throw malformed(`unsupported or malformed public key: ${(e as Error).message}`);
+    const composite = compositeAlgOfSpki(this.spki);
+    if (composite) {
+      try {
+        this.compositeKey = parseCompositeSpki(this.spki);
+      } catch (e) {
+        throw malformed(`malformed composite public key: ${((e as Error).cause as Error)?.message ?? ""}`);
+      }
+      this.#publicKey = undefined;
+      this.keyAlg = composite;
+    } else {
+      this.compositeKey = undefined;
+      try {
+        this.#publicKey = crypto.createPublicKey({
+          key: Buffer.from(this.spki),
+          format: "der",
+          type: "spki",
+        });
+      } catch (e) {
+        throw malformed(`unsupported or malformed public key: ${(e as Error).message}`);
+      }
+      let keyAlg: KeyAlg | undefined;
+      try {
+        keyAlg = keyAlgOf(this.#publicKey);
+      } catch {
+        keyAlg = undefined;
+      }
+      this.keyAlg = keyAlg;
     }
-    let keyAlg: KeyAlg | undefined;
-    try {
-      keyAlg = keyAlgOf(this.publicKey);
-    } catch {
-      keyAlg = undefined;
-    }
-    this.keyAlg = keyAlg;
 
     const extensions: ParsedExtension[] = [];
     const seen = new Set<string>();

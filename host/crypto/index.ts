@@ -40,6 +40,7 @@ export type { MlDsaParams, MlKemParams } from "./kernel.ts";
 export type { WasmFlavour } from "./wasm.ts";
 export { DSA_SIZES, KEM_SIZES, engineHasSimd };
 export { Sha3, sha3, type Sha3Algorithm } from "./sha3.ts";
+export { ecdsaP256Verify, ecdsaP256VerifyDer, ecdsaP256VerifyDigest, Sha256, sha256 } from "./p256.ts";
 
 export type PqBackend = "native" | "wasm";
 

@@ -10,7 +10,9 @@
  */
 import { parseDecimal, parseIp } from "./ext.ts";
 
-export const PROGRAM_FORMAT = "qhx-policy-program/1";
+export const PROGRAM_FORMAT = "qhx-policy-program/2";
+/** Formats the loaders accept: /1 is /2 without MEMO nodes. */
+export const PROGRAM_FORMATS: readonly string[] = ["qhx-policy-program/1", PROGRAM_FORMAT];
 
 export const OP = {
   CONST: 1,
@@ -55,7 +57,43 @@ export const OP = {
   ENTIS: 40,
   VARIN: 41,
   ERROR: 42,
+  /**
+   * `[MEMO, child, result, seq lo, seq hi]`: a boolean node shared by several parents (or policies);
+   * the evaluator computes it once per request and keeps the result in words 2–4 (emitted as 0).
+   */
+  MEMO: 43,
 } as const;
+
+/** Operators whose value is always a boolean (or an error): their shared nodes may be memoized. */
+const BOOLEAN_OPS: ReadonlySet<number> = new Set<number>([
+  OP.NOT,
+  OP.EQ,
+  OP.NE,
+  OP.LT,
+  OP.LE,
+  OP.GT,
+  OP.GE,
+  OP.AND,
+  OP.OR,
+  OP.IN,
+  OP.CONTAINS,
+  OP.CONTAINS_ALL,
+  OP.CONTAINS_ANY,
+  OP.HASTAG,
+  OP.HAS,
+  OP.LIKE,
+  OP.IS,
+  OP.IPV4,
+  OP.IPV6,
+  OP.LOOPBACK,
+  OP.MULTICAST,
+  OP.INRANGE,
+  OP.DLT,
+  OP.DLE,
+  OP.DGT,
+  OP.DGE,
+  OP.VARIN,
+]);
 
 /** Relocation kinds. */
 export const RELOC = { CHILD: 1, STR: 2, CONST: 3, UID: 4 } as const;
@@ -79,7 +117,7 @@ export interface ProgramPolicy {
   /**
    * Scope prefilter (scope constraints never error, so a request failing one cannot be satisfied or
    * error): `==` constraints as constant indices of entity uids, `is` constraints as string indices of
-   * type names. The body still checks them.
+   * type names. The body does not repeat them: every loader must apply the prefilter.
    */
   filter?: {
     action?: number;
@@ -102,7 +140,7 @@ export interface ProgramAccess {
 }
 
 export interface PolicyProgram {
-  format: typeof PROGRAM_FORMAT;
+  format: string;
   access: ProgramAccess;
   policies: ProgramPolicy[];
   code: number[];
@@ -184,9 +222,39 @@ class Builder {
   tagKeys: Set<string> | null = new Set<string>();
   wholeContext = false;
   filter: NonNullable<ProgramPolicy["filter"]> = {};
+  /**
+   * Hash-consing: identical nodes are emitted once. A node's structural key names its children by
+   * canonical id (cid), so keys do not depend on where MEMO wrappers were inserted.
+   */
+  private byKey = new Map<string, number>();
+  private cidOf = new Map<number, number>();
+  private nextCid = 0;
+  /** cid → distinct parent cids (first pass), and cid → policy bodies referring to it. */
+  parents = new Map<number, Set<number>>();
+  bodyRefs = new Map<number, number>();
+  /** Boolean nodes to wrap in MEMO (the cids found shared by a first pass). */
+  private memo: ReadonlySet<number>;
 
-  constructor(extCheck: ExtLiteralCheck) {
+  constructor(extCheck: ExtLiteralCheck, memo: ReadonlySet<number> = new Set()) {
     this.extCheck = extCheck;
+    this.memo = memo;
+  }
+
+  /** Note that a policy body is node `at` (for the sharing analysis). */
+  body(at: number): void {
+    const cid = this.cidOf.get(at)!;
+    this.bodyRefs.set(cid, (this.bodyRefs.get(cid) ?? 0) + 1);
+  }
+
+  /** The cids of the boolean nodes that have two or more distinct users (parents or policies). */
+  sharedBooleans(): Set<number> {
+    const out = new Set<number>();
+    for (const [at, cid] of this.cidOf) {
+      if (!BOOLEAN_OPS.has(this.code[at]!)) continue;
+      const users = (this.parents.get(cid)?.size ?? 0) + (this.bodyRefs.get(cid) ?? 0);
+      if (users >= 2) out.add(cid);
+    }
+    return out;
   }
 
   str(s: string): number {
@@ -212,13 +280,36 @@ class Builder {
 
   /** Emit a node; `kinds[i]` is the relocation kind of word i+1 (0 = none). */
   node(op: number, operands: number[], kinds: number[]): number {
-    const at = this.code.length;
+    let key = `${op}`;
+    for (let i = 0; i < operands.length; i++) {
+      const k = kinds[i] ?? 0;
+      key += k === RELOC.CHILD ? ` c${this.cidOf.get(operands[i]!)}` : ` ${k}:${operands[i]}`;
+    }
+    const known = this.byKey.get(key);
+    if (known !== undefined) return known;
+    const cid = this.nextCid++;
+    let at = this.code.length;
     this.code.push(op);
     for (let i = 0; i < operands.length; i++) {
       const k = kinds[i] ?? 0;
       if (k) this.relocs.push(at + 1 + i, k);
       this.code.push(operands[i]!);
+      if (k === RELOC.CHILD) {
+        const c = this.cidOf.get(operands[i]!)!;
+        let ps = this.parents.get(c);
+        if (!ps) this.parents.set(c, (ps = new Set()));
+        ps.add(cid);
+      }
     }
+    this.cidOf.set(at, cid);
+    if (this.memo.has(cid)) {
+      const m = this.code.length;
+      this.code.push(OP.MEMO, at, 0, 0, 0);
+      this.relocs.push(m + 1, RELOC.CHILD);
+      this.cidOf.set(m, cid);
+      at = m;
+    }
+    this.byKey.set(key, at);
     return at;
   }
 
@@ -435,10 +526,9 @@ class Builder {
         return undefined;
       case "==": {
         if ("slot" in c) throw new UnsupportedConstruct("template slot");
-        const u = this.uid(c.entity, `${which} scope`);
-        const k = this.constant(u);
-        this.filter[which] = k;
-        return this.node(OP.ENTEQ, [varIdx, k], [0, RELOC.UID]);
+        // checked by the scope prefilter alone (both loaders apply it before the body)
+        this.filter[which] = this.constant(this.uid(c.entity, `${which} scope`));
+        return undefined;
       }
       case "in": {
         if ("slot" in c) throw new UnsupportedConstruct("template slot");
@@ -452,15 +542,19 @@ class Builder {
       }
       case "is": {
         const ts = this.str(String(c.entity_type));
+        // the type test is the prefilter's (the action has no `is` filter: it stays in the body)
+        let isNode: number | undefined;
         if (which === "principal") this.filter.principalIs = ts;
-        if (which === "resource") this.filter.resourceIs = ts;
-        const isNode = this.node(OP.ENTIS, [varIdx, ts], [0, RELOC.STR]);
+        else if (which === "resource") this.filter.resourceIs = ts;
+        else isNode = this.node(OP.ENTIS, [varIdx, ts], [0, RELOC.STR]);
         if (c.in === undefined) return isNode;
         const inC = c.in as Obj;
         if ("slot" in inC) throw new UnsupportedConstruct("template slot");
         const u = this.uid(inC.entity, `${which} scope`);
         const inNode = this.node(OP.VARIN, [varIdx, this.constNode(u)], [0, RELOC.CHILD]);
-        return this.node(OP.AND, [isNode, inNode], [RELOC.CHILD, RELOC.CHILD]);
+        return isNode === undefined
+          ? inNode
+          : this.node(OP.AND, [isNode, inNode], [RELOC.CHILD, RELOC.CHILD]);
       }
     }
     throw new UnsupportedConstruct(`${which} scope operator ${JSON.stringify(c.op)}`);
@@ -500,7 +594,19 @@ export interface CompileResult {
 
 /** Compile policies (id → Cedar JSON policy), in the given order. */
 export function compileProgram(policies: [string, unknown][], extCheck: ExtLiteralCheck): CompileResult {
-  const b = new Builder(extCheck);
+  // first pass: find the boolean nodes shared by several parents or policies; second: wrap them in MEMO
+  const first = build(policies, extCheck, new Set());
+  if (!first.program) return first;
+  const { program, unsupported } = first.shared.size ? build(policies, extCheck, first.shared) : first;
+  return { program, unsupported };
+}
+
+function build(
+  policies: [string, unknown][],
+  extCheck: ExtLiteralCheck,
+  memo: ReadonlySet<number>,
+): CompileResult & { shared: Set<number> } {
+  const b = new Builder(extCheck, memo);
   const out: ProgramPolicy[] = [];
   const unsupported: { policyId: string; construct: string }[] = [];
   for (const [id, json] of policies) {
@@ -511,6 +617,7 @@ export function compileProgram(policies: [string, unknown][], extCheck: ExtLiter
       }
       b.filter = {};
       const body = b.policy(json);
+      b.body(body);
       out.push({
         id,
         effect: json.effect,
@@ -522,9 +629,10 @@ export function compileProgram(policies: [string, unknown][], extCheck: ExtLiter
       unsupported.push({ policyId: id, construct: e.construct });
     }
   }
-  if (unsupported.length) return { unsupported };
+  if (unsupported.length) return { unsupported, shared: new Set() };
   return {
     unsupported,
+    shared: b.sharedBooleans(),
     program: {
       format: PROGRAM_FORMAT,
       access: {

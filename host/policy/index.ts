@@ -13,7 +13,7 @@
  */
 import * as cedar from "@cedar-policy/cedar-wasm/nodejs";
 import { QhxError } from "../core/errors.ts";
-import { compileProgram, type PolicyProgram, PROGRAM_FORMAT } from "./compiler.ts";
+import { compileProgram, type PolicyProgram, PROGRAM_FORMATS } from "./compiler.ts";
 import { CompiledEvaluator } from "./runtime.ts";
 import {
   type CedarEntity,
@@ -307,7 +307,7 @@ export async function compilePolicies(opts: CompilePoliciesOptions): Promise<Com
     if (
       p === null ||
       typeof p !== "object" ||
-      p.format !== PROGRAM_FORMAT ||
+      !PROGRAM_FORMATS.includes(p.format) ||
       !Array.isArray(p.policies) ||
       p.policies.map((x) => x.id).join("\0") !== ids.join("\0")
     ) {

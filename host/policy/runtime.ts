@@ -161,6 +161,9 @@ export class CompiledEvaluator {
   /** Deep-frozen entity objects, encoded once into static memory (see cachedEntity). */
   private entCache = new WeakMap<object, CachedEntity>();
   private notCacheable = new WeakSet<object>();
+  /** Frozen entity arrays whose entities are all cached: their entity table words (see cachedTable). */
+  private tabCache = new WeakMap<object, Int32Array>();
+  private tabNotCacheable = new WeakSet<object>();
   private staticMode = false;
   private uidById = new Map<string, UidChain>();
   private uidTypes: string[] = [];
@@ -221,6 +224,7 @@ export class CompiledEvaluator {
     this.uidById = new Map();
     this.uidTypes = [];
     this.entCache = new WeakMap();
+    this.tabCache = new WeakMap();
     this.uidCount = 0;
     this.uidCapacity = 0;
     this.refresh();
@@ -683,6 +687,32 @@ export class CompiledEvaluator {
   }
 
   /**
+   * The entity table of a frozen array of deep-frozen entities, built once (one lookup per request
+   * instead of one per entity). Undefined when some element is not cacheable.
+   */
+  private cachedTable(ents: readonly unknown[]): Int32Array | undefined {
+    if (this.tabNotCacheable.has(ents)) return undefined;
+    const words: number[] = [];
+    for (let i = 0; i < ents.length; i++) {
+      // a frozen array may still hold accessors: only data properties are stable
+      const d = Object.getOwnPropertyDescriptor(ents, i);
+      const e: unknown = d && "value" in d ? d.value : undefined;
+      const c =
+        typeof e === "object" && e !== null && Object.isFrozen(e)
+          ? (this.entCache.get(e) ?? this.cacheEntity(e))
+          : undefined;
+      if (c === undefined) {
+        this.tabNotCacheable.add(ents);
+        return undefined;
+      }
+      words.push(c.uid, c.attrs, c.tags, c.parents.length, ...c.parents);
+    }
+    const t = Int32Array.from(words);
+    this.tabCache.set(ents, t);
+    return t;
+  }
+
+  /**
    * Evaluate one request; returns undefined when it must go to cedar-wasm instead.
    * `extraEntities` (the schema's action entities) are added unless the request defines them.
    */
@@ -712,6 +742,9 @@ export class CompiledEvaluator {
       const ents = req.entities ?? [];
       if (!Array.isArray(ents)) throw FALLBACK;
       nEnt = ents.length;
+      const tab = Object.isFrozen(ents) ? (this.tabCache.get(ents) ?? this.cachedTable(ents)) : undefined;
+      if (tab !== undefined) nEnt = 0; // skip the per-entity loop
+
       // the entity table accumulates on the scratch stack: [uid, attrs, tags, nParents, parent uids...]
       for (let i = 0; i < nEnt; i++) {
         const e = ents[i] as { uid?: unknown; attrs?: unknown; parents?: unknown; tags?: unknown };
@@ -744,15 +777,21 @@ export class CompiledEvaluator {
         this.push(ps.length);
         for (let j = 0; j < ps.length; j++) this.push(this.uidIdOf(ps[j]));
       }
-      entTab = this.alloc(4 * this.sp);
-      this.copyScratch(0, this.sp, entTab >> 2);
+      if (tab !== undefined) {
+        nEnt = ents.length;
+        entTab = this.alloc(4 * tab.length);
+        this.i32.set(tab, entTab >> 2);
+      } else {
+        entTab = this.alloc(4 * this.sp);
+        this.copyScratch(0, this.sp, entTab >> 2);
+      }
     } catch (e) {
       if (e === FALLBACK) return undefined;
       throw e;
     }
     const d = this.w.authorize(principal, action, resource, context, entTab, nEnt, this.top);
     if (d < 0) return undefined;
-    this.refresh();
+    // authorize() never grows memory (it allocates in the arena), so the views are still current
     const o = this.outPtr >> 2;
     const nReasons = this.i32[o + 1]!;
     const nErrors = this.i32[o + 2]!;

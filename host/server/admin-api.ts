@@ -11,6 +11,9 @@ import { isQhxError, NotFoundError, QhxError, ValidationError } from "../core/er
 import { toPem } from "../core/pem.ts";
 import { SpiffeId } from "../core/spiffeid.ts";
 import { policyRoutes } from "./admin-policy.ts";
+import { notaryRoutes } from "./notary.ts";
+import { federationRoutes } from "./federation/admin.ts";
+import { cryptoPolicyRoutes } from "./crypto-policy-store.ts";
 import type { ServerCore } from "./core.ts";
 import type { EntryFilter } from "./datastore/types.ts";
 
@@ -251,6 +254,9 @@ const routes: [string, RegExp, Handler][] = [
 ];
 
 routes.push(...policyRoutes);
+routes.push(...notaryRoutes);
+routes.push(...federationRoutes);
+routes.push(...cryptoPolicyRoutes);
 
 export function statusFor(e: unknown): number {
   if (!isQhxError(e)) return 500;

@@ -9,14 +9,29 @@
  *                           -> {challenge, session} | {agent_id, svid[PEM], bundle, assurance}
  *   POST /agent/v1/renew    {csr} -> {svid[PEM], expires_at}                               (mTLS)
  *   GET  /agent/v1/sync     -> {entries[], bundle, bundle_sequence, assurance, aliases}    (mTLS)
+ *                           + federated_bundles {td: SPIFFE bundle} for the entries' federates_with
+ *                             (each entry's federates_with cut to what its namespace's accept_from allows)
  *   POST /agent/v1/svids    {csrs: [{entry_id, csr}]} -> {svids: [...], denied: [...]}    (mTLS)
  * `csr` is a base64 DER PKCS#10 request; its self-signature proves the agent holds the key.
  *   POST /agent/v1/jwt      {entry_id, audience[]} -> {token, expires_at}                  (mTLS)
  *   GET  /agent/v1/policy   -> {public_key, kid, version: signed policy version | null}    (mTLS)
+ *   POST /notary/v1/statements {statements: [base64]} -> {results: [...]}  (mTLS, any workload SVID; notary.ts)
  * Errors: `{error: {code, message, hint?}}` with 400/401/403/404.
  */
 import crypto, { type KeyObject } from "node:crypto";
-import { verifyCsr } from "../core/csr.ts";
+import { verifyCsr, verifyWorkloadCsr } from "../core/csr.ts";
+import { type WorkloadPublicKey, workloadKeyAlgOf } from "../core/alg.ts";
+import {
+  acceptedFederatedDomains,
+  BUILTIN_RULE_NAME,
+  capTtl,
+  checkAssurance,
+  checkSignatureAlgorithm,
+  CRYPTO_POLICY_ERROR,
+  type CryptoPolicy,
+  type EffectiveCryptoPolicy,
+  resolveCryptoPolicy,
+} from "../core/crypto-policy.ts";
 import type { Assurance } from "../core/assurance.ts";
 import { bundleToSpiffeJson } from "../core/bundle.ts";
 import { parseDuration } from "../core/clock.ts";
@@ -29,7 +44,10 @@ import type { NodeAttestorVerifier } from "./attestation/index.ts";
 import type { AttestationStep } from "./attestation/types.ts";
 import { policyAdmission, policyStoreFor, workloadIdentityFromEntry } from "./admin-policy.ts";
 import type { ServerCore } from "./core.ts";
+import { notaryFor } from "./notary.ts";
 import type { AttestedNode, RegistrationEntry } from "./datastore/types.ts";
+import { federatedBundlesFor } from "./federation/manager.ts";
+import { currentCryptoPolicy } from "./crypto-policy-store.ts";
 
 export interface AgentRequest {
   method: string;
@@ -48,13 +66,17 @@ interface Session {
 const SESSION_TTL_MS = 60_000;
 
 /** The key to certify, from a PKCS#10 CSR (base64 DER) whose self-signature proves possession. */
-function publicKeyOf(body: Record<string, unknown>): KeyObject {
+function publicKeyOf(body: Record<string, unknown>): KeyObject;
+function publicKeyOf(body: Record<string, unknown>, workload: true): WorkloadPublicKey;
+function publicKeyOf(body: Record<string, unknown>, workload = false): WorkloadPublicKey {
   const csr = body.csr;
   if (typeof csr !== "string" || !/^[A-Za-z0-9+/]+={0,2}$/.test(csr)) {
     throw new ValidationError("is required (base64 DER PKCS#10)", "csr");
   }
   try {
-    return verifyCsr(new Uint8Array(Buffer.from(csr, "base64")));
+    // a workload's key may be composite ML-DSA + ECDSA; an agent's own key (TLS) may not
+    const der = new Uint8Array(Buffer.from(csr, "base64"));
+    return workload ? verifyWorkloadCsr(der) : verifyCsr(der);
   } catch (e) {
     throw new ValidationError((e as Error).message, "csr");
   }
@@ -108,6 +130,11 @@ export class AgentApi {
           return { status: 200, body: this.policy() };
         case "POST /agent/v1/jwt":
           return { status: 200, body: await this.jwt(await this.authenticate(req), obj(req.body)) };
+        case "POST /notary/v1/statements":
+          return {
+            status: 200,
+            body: await (await notaryFor(this.core)).submitBatch(req.peerChain, req.body),
+          };
         default:
           throw new QhxError("QHX_NOT_FOUND", `no such endpoint: ${key}`);
       }
@@ -120,7 +147,8 @@ export class AgentApi {
             ? 401
             : e.code === "QHX_PERMISSION_DENIED" ||
                 e.code === "QHX_ATTESTATION_FAILED" ||
-                e.code === "QHX_POLICY_DENIED"
+                e.code === "QHX_POLICY_DENIED" ||
+                e.code === CRYPTO_POLICY_ERROR
               ? 403
               : 400;
       if (status === 500) this.core.log.error({ err: e, path: req.path }, "agent API request failed");
@@ -257,10 +285,41 @@ export class AgentApi {
     const entries = await this.entriesFor(node);
     const b = this.core.ca.trustBundle();
     const pv = policyStoreFor(this.core).get("current");
+    const cryptoPolicy = currentCryptoPolicy(this.core);
+    // ingress releasability: an entry keeps only the federated domains its namespace accepts (accept_from),
+    // so neither the node nor the entry's workloads receive a foreign bundle the crypto policy refuses
+    const federatesWith = new Map(
+      entries.map((e) => {
+        const r = acceptedFederatedDomains(
+          cryptoPolicy,
+          { trustDomain: this.core.cfg.trustDomain, namespace: e.namespace },
+          e.federatesWith,
+        );
+        for (const f of r.refused) {
+          this.core.log.info(
+            { entryId: e.id, spiffeId: e.spiffeId, namespace: e.namespace, ...f, node: node.spiffeId },
+            "federated bundle withheld: the namespace's crypto policy does not accept from this trust domain",
+          );
+        }
+        return [e.id, r.accepted] as const;
+      }),
+    );
     return {
-      entries: entries.map(entryToJson),
+      // with each entry, the key algorithm the crypto policy wants (the agent generates it at the next
+      // rotation) and the ones it allows (a cached SVID of another algorithm is replaced at once)
+      entries: entries.map((e) => {
+        const sa = this.cryptoPolicyFor(e, cryptoPolicy).signatureAlgorithms;
+        return {
+          ...entryToJson(e),
+          federates_with: federatesWith.get(e.id) ?? [],
+          svid_key_alg: sa.rule === BUILTIN_RULE_NAME ? null : sa.value.default,
+          allowed_key_algs: [...sa.value.allowed],
+        };
+      }),
       bundle: bundleToSpiffeJson(b),
       bundle_sequence: b.sequence,
+      // foreign bundles of federation relationships, only for trust domains this node's entries name
+      federated_bundles: await federatedBundlesFor(this.core, [...federatesWith.values()].flat()),
       assurance: node.assurance,
       aliases: node.aliases ?? [],
       policy: pv ? { version: pv.version, digest: pv.digest } : null,
@@ -294,6 +353,47 @@ export class AgentApi {
     });
   }
 
+  private cryptoPolicyFor(
+    entry: RegistrationEntry,
+    policy: CryptoPolicy = currentCryptoPolicy(this.core),
+  ): EffectiveCryptoPolicy {
+    return resolveCryptoPolicy(policy, {
+      trustDomain: this.core.cfg.trustDomain,
+      namespace: entry.namespace,
+    });
+  }
+
+  /**
+   * The crypto policy at issuance: the key (X509-SVID) or the server's JWT key must be of an allowed
+   * algorithm and the node's assurance at least the minimum (else QHX_CRYPTO_POLICY naming the rule);
+   * the lifetime is capped to the rule's maximum. Returns the TTL to issue with, in ms.
+   */
+  private enforceCryptoPolicy(
+    node: AttestedNode,
+    entry: RegistrationEntry,
+    kind: "x509" | "jwt",
+    publicKey?: WorkloadPublicKey,
+  ): number {
+    const eff = this.cryptoPolicyFor(entry);
+    // the built-in default restricts nothing (not even what it does not list, e.g. an RSA JWT key)
+    if (eff.signatureAlgorithms.rule !== BUILTIN_RULE_NAME) {
+      if (publicKey) checkSignatureAlgorithm(eff, workloadKeyAlgOf(publicKey));
+      else checkSignatureAlgorithm(eff, this.core.cfg.jwtKeyType, "JWT-SVIDs (the server's JWT key)");
+    }
+    checkAssurance(eff, node.assurance);
+    const requestedMs =
+      kind === "x509"
+        ? entry.x509SvidTtl * 1000 || this.core.cfg.defaultX509SvidTtlMs
+        : entry.jwtSvidTtl * 1000 || this.core.cfg.defaultJwtSvidTtlMs;
+    const cap = capTtl(eff, kind, Math.ceil(requestedMs / 1000));
+    if (!cap.capped) return requestedMs;
+    this.core.log.info(
+      { spiffeId: entry.spiffeId, rule: cap.rule, requestedMs, ttlMs: cap.ttlS * 1000, kind },
+      "SVID lifetime capped by crypto policy",
+    );
+    return cap.ttlS * 1000;
+  }
+
   private async signSvids(node: AttestedNode, body: Record<string, unknown>) {
     const csrs = body.csrs;
     if (!Array.isArray(csrs) || csrs.length === 0 || csrs.length > 500) {
@@ -305,10 +405,13 @@ export class AgentApi {
     for (const c of csrs) {
       const req = obj(c);
       const entry = await this.entryFor(node, req.entry_id, known);
+      const publicKey = publicKeyOf(req, true);
+      let ttlMs: number;
       try {
         await this.admit(node, entry, "x509");
+        ttlMs = this.enforceCryptoPolicy(node, entry, "x509", publicKey);
       } catch (e) {
-        if (!isQhxError(e) || e.code !== "QHX_POLICY_DENIED") throw e;
+        if (!isQhxError(e) || (e.code !== "QHX_POLICY_DENIED" && e.code !== CRYPTO_POLICY_ERROR)) throw e;
         // one entry's denial must not starve the others: report it beside the issued SVIDs
         this.core.log.warn(
           { spiffeId: entry.spiffeId, agentId: node.spiffeId, reason: e.message },
@@ -319,8 +422,8 @@ export class AgentApi {
       }
       const r = await this.core.issueX509({
         spiffeId: entry.spiffeId,
-        publicKey: publicKeyOf(req),
-        ...(entry.x509SvidTtl ? { ttlMs: entry.x509SvidTtl * 1000 } : {}),
+        publicKey,
+        ttlMs,
         ...(entry.dnsNames.length ? { dnsNames: entry.dnsNames } : {}),
         assurance: node.assurance as Assurance,
       });
@@ -338,6 +441,7 @@ export class AgentApi {
   private async jwt(node: AttestedNode, body: Record<string, unknown>) {
     const entry = await this.entryFor(node, body.entry_id);
     await this.admit(node, entry, "jwt");
+    const ttlMs = this.enforceCryptoPolicy(node, entry, "jwt");
     const aud = body.audience;
     if (!Array.isArray(aud) || aud.length === 0 || !aud.every((a) => typeof a === "string" && a)) {
       throw new ValidationError("must be a non-empty list of strings", "audience");
@@ -345,7 +449,7 @@ export class AgentApi {
     const r = await this.core.issueJwt({
       spiffeId: entry.spiffeId,
       audience: aud as string[],
-      ...(entry.jwtSvidTtl ? { ttlMs: entry.jwtSvidTtl * 1000 } : {}),
+      ttlMs,
     });
     return { token: r.token, expires_at: Math.floor(r.expiresAt.getTime() / 1000) };
   }

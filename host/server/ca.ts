@@ -9,7 +9,7 @@
  * datastore before it takes effect, so a restart resumes exactly where the server stopped.
  */
 import crypto, { type KeyObject } from "node:crypto";
-import { type KeyAlg, keyAlgOf, type SvidKeyAlg, spki } from "../core/alg.ts";
+import { type KeyAlg, type SvidKeyAlg, spki, type WorkloadPublicKey, workloadKeyAlgOf } from "../core/alg.ts";
 import { bundleToSpiffeJson } from "../core/bundle.ts";
 import type { JwtAuthority, TrustBundle } from "../core/bundle-types.ts";
 import type { Clock } from "../core/clock.ts";
@@ -263,7 +263,8 @@ export class CaManager {
   /** Sign an X.509-SVID for `publicKey`. The TTL is capped by the CA's own remaining life. */
   async signX509Svid(req: {
     spiffeId: string;
-    publicKey: KeyObject;
+    /** composite ML-DSA + ECDSA keys included (host/core/composite.ts) */
+    publicKey: WorkloadPublicKey;
     ttlMs: number;
     dnsNames?: string[];
     extraExtensions?: { oid: string; critical: boolean; value: Uint8Array }[];
@@ -275,7 +276,7 @@ export class CaManager {
         `${id} is not in trust domain ${this.cfg.trustDomain}; this CA signs only its own trust domain`,
       );
     }
-    keyAlgOf(req.publicKey);
+    workloadKeyAlgOf(req.publicKey);
     const ca = this.activeOrThrow("x509");
     const now = this.clock.now();
     const serial = randomSerial();

@@ -38,6 +38,88 @@ export const listenAddr = z
   .string()
   .regex(/^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, "expected HOST:PORT, e.g. 127.0.0.1:8081");
 
+/** `federation`: this server's SPIFFE bundle endpoint and how foreign bundles are refreshed. */
+const federationConfigSchema = z
+  .object({
+    bundle_endpoint: z
+      .object({
+        listen: listenAddr,
+        /** URL path the bundle is served at */
+        path: z
+          .string()
+          .regex(/^\/[\x21-\x7e]*$/, "expected an absolute URL path, e.g. /")
+          .default("/"),
+        profile: z.enum(["https_web", "https_spiffe"]).default("https_spiffe"),
+        /** https_spiffe: the endpoint's SPIFFE ID (default spiffe://<td>/qhx/server) */
+        spiffe_id: z.string().startsWith("spiffe://").optional(),
+        /** https_web: the serving certificate chain (PEM, leaf first) and its PKCS#8 key */
+        cert_file: z.string().min(1).optional(),
+        key_file: z.string().min(1).optional(),
+      })
+      .strict()
+      .refine((e) => e.profile !== "https_web" || (e.cert_file && e.key_file), {
+        message: "profile https_web needs cert_file and key_file",
+      })
+      .refine((e) => e.profile !== "https_spiffe" || (!e.cert_file && !e.key_file), {
+        message:
+          "cert_file/key_file are for https_web; https_spiffe serves with an SVID of this trust domain",
+      })
+      .optional(),
+    refresh: z
+      .object({
+        /** when a foreign bundle has no spiffe_refresh_hint */
+        default_interval: duration.default(parseDuration("5m")),
+        /** bounds applied to the refresh hint */
+        min_interval: duration.default(parseDuration("5s")),
+        max_interval: duration.default(parseDuration("1d")),
+        /** first retry after a failure, doubled (with jitter) up to backoff_max */
+        backoff_initial: duration.default(parseDuration("1s")),
+        backoff_max: duration.default(parseDuration("5m")),
+        /** how often the refresher looks for due relationships */
+        check_interval: duration.default(parseDuration("1s")),
+      })
+      .strict()
+      .refine((r) => r.min_interval <= r.max_interval, { message: "min_interval exceeds max_interval" })
+      .default({
+        default_interval: parseDuration("5m"),
+        min_interval: parseDuration("5s"),
+        max_interval: parseDuration("1d"),
+        backoff_initial: parseDuration("1s"),
+        backoff_max: parseDuration("5m"),
+        check_interval: parseDuration("1s"),
+      }),
+  })
+  .strict();
+
+/** The parsed `federation` section (ms durations). */
+export interface FederationConfig {
+  bundleEndpoint?: {
+    listen: { host: string; port: number };
+    path: string;
+    profile: "https_web" | "https_spiffe";
+    spiffeId: string;
+    certFile?: string;
+    keyFile?: string;
+  };
+  refresh: {
+    defaultIntervalMs: number;
+    minIntervalMs: number;
+    maxIntervalMs: number;
+    backoffInitialMs: number;
+    backoffMaxMs: number;
+    checkIntervalMs: number;
+  };
+}
+
+export const DEFAULT_FEDERATION_REFRESH: FederationConfig["refresh"] = {
+  defaultIntervalMs: parseDuration("5m"),
+  minIntervalMs: parseDuration("5s"),
+  maxIntervalMs: parseDuration("1d"),
+  backoffInitialMs: parseDuration("1s"),
+  backoffMaxMs: parseDuration("5m"),
+  checkIntervalMs: parseDuration("1s"),
+};
+
 export const serverConfigSchema = z
   .object({
     trust_domain: trustDomain,
@@ -105,6 +187,9 @@ export const serverConfigSchema = z
       .strict()
       .default({}),
     bundle_refresh_hint: duration.default(parseDuration("5m")),
+    federation: federationConfigSchema.optional(),
+    /** who computes ML-DSA/ML-KEM: node:crypto (OpenSSL) or QHx's Wasm kernels; QHX_PQ_BACKEND if unset */
+    pq_backend: z.enum(["native", "wasm"]).optional(),
   })
   .strict();
 
@@ -133,6 +218,10 @@ export interface ServerConfig {
   keyManager: "disk" | "memory";
   rotationCheckIntervalMs: number;
   bundleRefreshHintS: number;
+  /** SPIFFE federation: the bundle endpoint (if served) and refresh settings */
+  federation: FederationConfig;
+  /** ML-DSA/ML-KEM backend (undefined: QHX_PQ_BACKEND, else native) */
+  pqBackend: "native" | "wasm" | undefined;
 }
 
 /** Turn zod issues into one precise message: `ca.ttl: invalid duration "x" …; listen: expected HOST:PORT`. */
@@ -205,6 +294,54 @@ export function parseServerConfig(raw: unknown, source = "config"): ServerConfig
     keyManager: c.key_manager,
     rotationCheckIntervalMs: c.rotation_check_interval,
     bundleRefreshHintS: Math.round(c.bundle_refresh_hint / 1000),
+    federation: federationConfigOf(c.federation, c.trust_domain),
+    pqBackend: c.pq_backend,
+  };
+}
+
+function federationConfigOf(
+  f: z.output<typeof federationConfigSchema> | undefined,
+  td: string,
+): FederationConfig {
+  if (!f) return { refresh: { ...DEFAULT_FEDERATION_REFRESH } };
+  const r = f.refresh;
+  const e = f.bundle_endpoint;
+  let endpoint: FederationConfig["bundleEndpoint"];
+  if (e) {
+    const [host, port] = splitHostPort(e.listen);
+    const spiffeId = e.spiffe_id ?? `spiffe://${td}/qhx/server`;
+    const code = checkSpiffeId(spiffeId);
+    if (code !== "OK") {
+      throw new QhxError(
+        "QHX_INVALID_CONFIG",
+        `federation.bundle_endpoint.spiffe_id: ${spiffeId} is invalid (${code})`,
+      );
+    }
+    if (!spiffeId.startsWith(`spiffe://${td}/`)) {
+      throw new QhxError(
+        "QHX_INVALID_CONFIG",
+        `federation.bundle_endpoint.spiffe_id: ${spiffeId} is not in trust domain ${td}`,
+      );
+    }
+    endpoint = {
+      listen: { host, port },
+      path: e.path,
+      profile: e.profile,
+      spiffeId,
+      ...(e.cert_file ? { certFile: path.resolve(e.cert_file) } : {}),
+      ...(e.key_file ? { keyFile: path.resolve(e.key_file) } : {}),
+    };
+  }
+  return {
+    ...(endpoint ? { bundleEndpoint: endpoint } : {}),
+    refresh: {
+      defaultIntervalMs: r.default_interval,
+      minIntervalMs: r.min_interval,
+      maxIntervalMs: r.max_interval,
+      backoffInitialMs: r.backoff_initial,
+      backoffMaxMs: r.backoff_max,
+      checkIntervalMs: r.check_interval,
+    },
   };
 }
 

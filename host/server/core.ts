@@ -3,10 +3,10 @@
  * join tokens, issuance), independent of transport. The admin API and the offline CLI both call it, so
  * `qhx … --socket` and `qhx … --data-dir` behave identically.
  */
-import crypto, { type KeyObject, X509Certificate } from "node:crypto";
+import crypto, { X509Certificate } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
-import { keyAlgOf } from "../core/alg.ts";
+import { type WorkloadPublicKey, workloadKeyAlgOf } from "../core/alg.ts";
 import { type Assurance, assuranceExtension } from "../core/assurance.ts";
 import type { Clock } from "../core/clock.ts";
 import { QhxError } from "../core/errors.ts";
@@ -205,7 +205,7 @@ export class ServerCore {
 
   async issueX509(req: {
     spiffeId: string;
-    publicKey: KeyObject;
+    publicKey: WorkloadPublicKey;
     ttlMs?: number;
     dnsNames?: string[];
     assurance?: Assurance;
@@ -217,7 +217,7 @@ export class ServerCore {
       ...(req.dnsNames ? { dnsNames: req.dnsNames } : {}),
       ...(req.assurance ? { extraExtensions: [assuranceExtension(req.assurance)] } : {}),
     });
-    this.metrics.svidsIssued.inc({ type: "x509", alg: keyAlgOf(req.publicKey) });
+    this.metrics.svidsIssued.inc({ type: "x509", alg: workloadKeyAlgOf(req.publicKey) });
     this.log.info(
       { spiffeId: req.spiffeId, serial: r.serial, notAfter: r.notAfter.toISOString() },
       "X509-SVID issued",

@@ -16,7 +16,8 @@ import path from "node:path";
 import { bundleToSpiffeJson } from "../core/bundle.ts";
 import type { Clock } from "../core/clock.ts";
 import { QhxError, ValidationError } from "../core/errors.ts";
-import { generateKeyPair } from "../core/alg.ts";
+import { generateKeyPair, mlDsaEngineName } from "../core/alg.ts";
+import { configurePq } from "../crypto/index.ts";
 import { toPem } from "../core/pem.ts";
 import { type AdminRequest, errorBody, handleAdmin } from "./admin-api.ts";
 import { AgentApi } from "./agent-api.ts";
@@ -25,6 +26,8 @@ import type { ServerConfig } from "./config.ts";
 import { ServerCore } from "./core.ts";
 import type { Logger } from "./logger.ts";
 import { ServerMetrics } from "./metrics.ts";
+import { type BundleEndpoint, startBundleEndpoint } from "./federation/endpoint.ts";
+import { federationFor } from "./federation/manager.ts";
 
 const MAX_BODY = 1 << 20;
 
@@ -35,6 +38,8 @@ export interface RunningServer {
   /** the health/metrics listener's bound address */
   healthAddress: AddressInfo;
   adminSocket: string;
+  /** the SPIFFE bundle endpoint, when federation.bundle_endpoint is configured */
+  bundleEndpoint?: BundleEndpoint;
   close(): Promise<void>;
 }
 
@@ -113,6 +118,7 @@ export async function startServer(
   opts: { clock: Clock; logger: Logger },
 ): Promise<RunningServer> {
   const log = opts.logger;
+  configurePq({ backend: cfg.pqBackend });
   const metrics = new ServerMetrics(true);
   const core = await ServerCore.open(cfg, { clock: opts.clock, logger: log, metrics, create: true });
   const inflight = new Set<Promise<void>>();
@@ -227,6 +233,7 @@ export async function startServer(
     }
   });
 
+  let bundleEndpoint: BundleEndpoint | undefined;
   try {
     await claimSocket(cfg.adminSocket);
     fs.mkdirSync(path.dirname(cfg.adminSocket), { recursive: true, mode: 0o700 });
@@ -239,6 +246,9 @@ export async function startServer(
     fs.chmodSync(cfg.adminSocket, 0o600);
     await listen(agentServer as unknown as http.Server, cfg.listen);
     await listen(pub, cfg.healthListen);
+    if (cfg.federation.bundleEndpoint) {
+      bundleEndpoint = await startBundleEndpoint(core, cfg.federation.bundleEndpoint);
+    }
   } catch (e) {
     admin.close();
     agentServer.close();
@@ -246,6 +256,8 @@ export async function startServer(
     await core.close();
     throw e;
   }
+  const federation = federationFor(core);
+  federation.start();
   const address = agentServer.address() as AddressInfo;
   const healthAddress = pub.address() as AddressInfo;
 
@@ -279,7 +291,9 @@ export async function startServer(
       healthListen: `${healthAddress.address}:${healthAddress.port}`,
       adminSocket: cfg.adminSocket,
       caKeyType: cfg.ca.keyType,
+      mlDsa: mlDsaEngineName(),
       bundleSequence: core.ca.trustBundle().sequence,
+      ...(bundleEndpoint ? { bundleEndpoint: bundleEndpoint.url } : {}),
     },
     "server started",
   );
@@ -299,11 +313,20 @@ export async function startServer(
       pub.closeIdleConnections();
       await Promise.allSettled([...inflight]);
       await closed;
+      await federation.stop();
+      await bundleEndpoint?.close();
       await core.close();
       fs.rmSync(cfg.adminSocket, { force: true });
       log.info("server stopped");
     })();
     return closing;
   };
-  return { core, address, healthAddress, adminSocket: cfg.adminSocket, close };
+  return {
+    core,
+    address,
+    healthAddress,
+    adminSocket: cfg.adminSocket,
+    ...(bundleEndpoint ? { bundleEndpoint } : {}),
+    close,
+  };
 }

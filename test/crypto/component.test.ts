@@ -184,7 +184,7 @@ describe("WebAssembly component of the kernels", () => {
     // encapsulation key with a coefficient >= q: the modulus check
     const ek = Uint8Array.from(kp.publicKey);
     ek[0] = 0xff;
-    ek[1] |= 0x0f;
+    ek[1] = ek[1]! | 0x0f;
     expect(componentError(() => c.mlkem.encapsulate("mlkem768", ek, new Uint8Array(32)))).toBe("bad-key");
     // decapsulation key whose H(ek) does not match: the hash check
     const dk = Uint8Array.from(kp.secretKey);

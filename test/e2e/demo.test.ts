@@ -21,7 +21,10 @@ describe("qhx demo", () => {
     expect(r.stdout).toMatch(/agent attested its node \(join token\) over TLS 1\.3 .*assurance token/);
     expect(r.stdout).toMatch(/this process fetched its X509-SVID from the Workload API .*assurance token/);
     expect(r.stdout).toMatch(/agent stopped on SIGTERM \(exit code 0\)/);
-    expect(r.stdout).toMatch(/\n12 passed, 0 failed\n$/);
+    expect(r.stdout).toMatch(/tunnel mtls: .*group X25519MLKEM768/);
+    expect(r.stdout).toMatch(/tunnel pq: .*group X25519MLKEM768.*\(ml-dsa-65\) → server .*\(ml-dsa-65\)/);
+    expect(r.stdout).toMatch(/receipts verified offline, with every QHx process stopped .*4\/4 verified/);
+    expect(r.stdout).toMatch(/\n18 passed, 0 failed\n$/);
   });
 
   it.runIf(built || process.env.CI)("bin/qhx.js prints help and version", () => {

@@ -4,6 +4,7 @@ import {
   assertIssuanceAllowed,
   authorizeIssuance,
   compilePolicies,
+  freezeEntities,
   issuanceRequest,
   QHX_CEDAR_SCHEMA,
   type WorkloadIdentity,
@@ -228,5 +229,68 @@ describe("encoder corner cases", () => {
     expect(set.stats).toEqual({ compiled: 0, cedar: 1 });
     expect(set.authorize(req({ d: "1970-01-01T00:00:00.000Z" })).decision).toBe("allow");
     expect(set.stats).toEqual({ compiled: 1, cedar: 1 });
+  });
+});
+
+describe("shared conditions and cached entity tables", () => {
+  const E = (id: string, attrs: Record<string, unknown>) => ({ uid: W(id), attrs, parents: [] });
+  // decision, reasons and errored policy ids (messages are worded differently by the two engines)
+  const norm = (d: { decision: string; reasons: string[]; errors: { policyId: string }[] }) => ({
+    decision: d.decision,
+    reasons: d.reasons,
+    errors: d.errors.map((e) => e.policyId),
+  });
+  const policies = `
+    permit(principal, action, resource) when { principal.n > 1 && context.t };
+    forbid(principal, action, resource) when { principal.n > 1 && context.t };
+    permit(principal, action, resource) when { principal.n > 1 && context.t && principal.m == 2 };
+    permit(principal, action == Action::"connect", resource) when { principal.n > 1 };
+  `;
+
+  it("evaluates identical conditions once per request (MEMO nodes), with Cedar's results", async () => {
+    const set = await compilePolicies({ policies });
+    const memo = set.program!.code.filter((w, i, c) => w === 43 && c[i + 2] === 0).length;
+    expect(memo).toBeGreaterThan(0);
+    for (const [n, t, m] of [
+      [2, true, 2],
+      [2, false, 2],
+      [0, true, 2],
+      ["x", true, 2], // type error in the shared condition: every policy using it errors
+      [2, "y", 2],
+    ] as const) {
+      const r = req({ t }, [E("a", { n, m })]);
+      expect(norm(set.authorize(r))).toEqual(norm(set.authorizeWithCedar(r)));
+    }
+    expect(set.stats.compiled).toBe(5);
+    // a program of the previous format (no MEMO nodes) still loads
+    const plain = await compilePolicies({
+      policies: `permit(principal, action, resource) when { context.t };`,
+    });
+    const old = { ...plain.program!, format: "qhx-policy-program/1" };
+    expect(
+      (await compilePolicies({ policies: plain.policyTexts, program: old })).authorize(req({ t: true })),
+    ).toMatchObject({ decision: "allow" });
+  });
+
+  it("reuses the table of a frozen entity array, and never caches accessors", async () => {
+    const set = await compilePolicies({ policies });
+    const ents = freezeEntities([E("a", { n: 2, m: 2 })]);
+    for (let i = 0; i < 3; i++) {
+      expect(norm(set.authorize(req({ t: true }, ents)))).toEqual(
+        norm(set.authorizeWithCedar(req({ t: true }, ents))),
+      );
+    }
+    // an accessor element of a frozen array may answer differently each time: decided afresh
+    let flip = 0;
+    const tricky: unknown[] = [];
+    Object.defineProperty(tricky, 0, {
+      get: () => E("a", { n: flip++ % 2 ? 0 : 2, m: 2 }),
+      enumerable: true,
+    });
+    Object.freeze(tricky);
+    const first = set.authorize(req({ t: true }, tricky));
+    const second = set.authorize(req({ t: true }, tricky));
+    expect(first.decision).toBe("deny"); // n = 2: the forbid applies
+    expect(second.reasons).toEqual([]); // n = 0: nothing applies
   });
 });

@@ -25,14 +25,19 @@ import type {
   Datastore,
   EntryFilter,
   EntryPatch,
+  FederationRelationship,
+  FederationRelationshipPatch,
   JoinTokenRecord,
+  LogEntryFilter,
+  LogEntryRecord,
+  LogHeadRecord,
   RegistrationEntry,
   RegistrationEntryInput,
   Selector,
 } from "./types.ts";
 
 /** The newest schema version this build knows. */
-export const SCHEMA_VERSION = 2;
+export const SCHEMA_VERSION = 4;
 /** PRAGMA application_id of a QHx datastore ("QHx1"). */
 export const QHX_APPLICATION_ID = 0x51487831;
 /** The table whose presence marks a file as a QHx datastore. */
@@ -153,6 +158,52 @@ const MIGRATIONS: readonly Migration[] = [
       db.exec(`
         ALTER TABLE join_tokens ADD COLUMN spiffe_id TEXT;
         ALTER TABLE nodes ADD COLUMN aliases TEXT NOT NULL DEFAULT '[]';  -- JSON [spiffe_id, ...]
+      `);
+    },
+  },
+  {
+    version: 3,
+    description: "federation relationships (foreign bundle endpoints)",
+    up(db) {
+      db.exec(`
+        CREATE TABLE federation_relationships (
+          trust_domain        TEXT PRIMARY KEY,
+          bundle_endpoint_url TEXT NOT NULL,
+          profile             TEXT NOT NULL CHECK (profile IN ('https_web', 'https_spiffe')),
+          endpoint_spiffe_id  TEXT,
+          web_trust_roots     TEXT,
+          created_at          INTEGER NOT NULL,
+          updated_at          INTEGER NOT NULL
+        ) STRICT;
+      `);
+    },
+  },
+  {
+    version: 4,
+    description: "provenance: the notary's RFC 9162 Merkle log (entries and signed tree heads)",
+    up(db) {
+      db.exec(`
+        CREATE TABLE log_entries (
+          leaf_index     INTEGER PRIMARY KEY,
+          leaf_hash      BLOB NOT NULL,
+          statement_hash BLOB NOT NULL UNIQUE,
+          admitted_at    INTEGER NOT NULL,  -- unix ms, part of the leaf
+          statement      BLOB NOT NULL,     -- COSE_Sign1, empty unprotected header
+          signer_id      TEXT NOT NULL,
+          peer_id        TEXT NOT NULL,
+          decision       TEXT NOT NULL,
+          exchange_id    TEXT NOT NULL,
+          tree_size      INTEGER NOT NULL   -- the first signed tree head that includes it
+        ) STRICT;
+        CREATE INDEX log_entries_signer_id ON log_entries (signer_id);
+        CREATE TABLE log_heads (
+          tree_size  INTEGER PRIMARY KEY,
+          root_hash  BLOB NOT NULL,
+          created_at INTEGER NOT NULL,      -- unix ms
+          protected  BLOB NOT NULL,         -- COSE Receipt protected header
+          signature  BLOB NOT NULL,         -- COSE Receipt signature over the root
+          checkpoint TEXT NOT NULL          -- C2SP signed note
+        ) STRICT;
       `);
     },
   },
@@ -502,6 +553,105 @@ export class SqliteDatastore implements Datastore {
     );
   }
 
+  // --- federation relationships -------------------------------------------------------------------------
+
+  async createFederationRelationship(
+    rel: FederationRelationship,
+    initialBundle?: BundleRecord,
+  ): Promise<void> {
+    checkOneOf(rel.profile, FEDERATION_PROFILES, "profile");
+    this.#tx(() => {
+      const dup = this.#stmt("SELECT 1 FROM federation_relationships WHERE trust_domain = ?").get(
+        rel.trustDomain,
+      );
+      if (dup !== undefined) {
+        throw new QhxError(
+          "QHX_ALREADY_EXISTS",
+          `a federation relationship with "${rel.trustDomain}" already exists`,
+          { hint: "update it, or delete it first" },
+        );
+      }
+      this.#stmt(
+        `INSERT INTO federation_relationships (trust_domain, bundle_endpoint_url, profile, endpoint_spiffe_id,
+           web_trust_roots, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)`,
+      ).run(
+        rel.trustDomain,
+        rel.bundleEndpointUrl,
+        rel.profile,
+        rel.endpointSpiffeId,
+        rel.webTrustRoots,
+        rel.createdAt,
+        rel.updatedAt,
+      );
+      if (initialBundle !== undefined) {
+        // a new relationship starts from the bundle given out of band, whatever was stored before
+        this.#stmt(
+          `INSERT INTO bundles (trust_domain, document, sequence, updated_at) VALUES (?, ?, ?, ?)
+           ON CONFLICT (trust_domain) DO UPDATE SET document = excluded.document, sequence = excluded.sequence,
+             updated_at = excluded.updated_at`,
+        ).run(
+          initialBundle.trustDomain,
+          initialBundle.document,
+          initialBundle.sequence,
+          initialBundle.updatedAt,
+        );
+      }
+    });
+  }
+
+  async getFederationRelationship(trustDomain: string): Promise<FederationRelationship | undefined> {
+    return this.#read(() => {
+      const row = this.#stmt("SELECT * FROM federation_relationships WHERE trust_domain = ?").get(
+        trustDomain,
+      );
+      return row === undefined ? undefined : rowToFederation(row);
+    });
+  }
+
+  async listFederationRelationships(): Promise<FederationRelationship[]> {
+    return this.#read(() =>
+      this.#stmt("SELECT * FROM federation_relationships ORDER BY trust_domain").all().map(rowToFederation),
+    );
+  }
+
+  async updateFederationRelationship(
+    trustDomain: string,
+    patch: FederationRelationshipPatch,
+    updatedAt: number,
+  ): Promise<FederationRelationship> {
+    if (patch.profile !== undefined) checkOneOf(patch.profile, FEDERATION_PROFILES, "profile");
+    return this.#tx(() => {
+      const row = this.#stmt("SELECT * FROM federation_relationships WHERE trust_domain = ?").get(
+        trustDomain,
+      );
+      if (row === undefined) throw new NotFoundError("federation relationship", trustDomain);
+      const defined = Object.fromEntries(Object.entries(patch).filter(([, v]) => v !== undefined));
+      const next: FederationRelationship = { ...rowToFederation(row), ...defined, updatedAt };
+      this.#stmt(
+        `UPDATE federation_relationships SET bundle_endpoint_url = ?, profile = ?, endpoint_spiffe_id = ?,
+           web_trust_roots = ?, updated_at = ? WHERE trust_domain = ?`,
+      ).run(
+        next.bundleEndpointUrl,
+        next.profile,
+        next.endpointSpiffeId,
+        next.webTrustRoots,
+        next.updatedAt,
+        trustDomain,
+      );
+      return next;
+    });
+  }
+
+  async deleteFederationRelationship(trustDomain: string): Promise<boolean> {
+    return this.#tx(() => {
+      const n = Number(
+        this.#stmt("DELETE FROM federation_relationships WHERE trust_domain = ?").run(trustDomain).changes,
+      );
+      if (n > 0) this.#stmt("DELETE FROM bundles WHERE trust_domain = ?").run(trustDomain);
+      return n > 0;
+    });
+  }
+
   // --- join tokens --------------------------------------------------------------------------------------
 
   async createJoinToken(rec: JoinTokenRecord): Promise<void> {
@@ -585,6 +735,111 @@ export class SqliteDatastore implements Datastore {
     return this.#tx(
       () => Number(this.#stmt("DELETE FROM nodes WHERE spiffe_id = ?").run(spiffeId).changes) > 0,
     );
+  }
+
+  // --- notary log (provenance) ---------------------------------------------------------------------------
+
+  /** Entries and their tree head in one transaction; QHX_CONFLICT unless the entries extend the log. */
+  async appendLog(entries: LogEntryRecord[], head: LogHeadRecord): Promise<void> {
+    this.#tx(() => {
+      const size = num(this.#stmt("SELECT COALESCE(MAX(leaf_index) + 1, 0) AS n FROM log_entries").get()?.n);
+      const first = entries[0]?.leafIndex ?? size;
+      if (first !== size || head.treeSize !== size + entries.length) {
+        throw new QhxError(
+          "QHX_CONFLICT",
+          `the log has ${size} entries; refusing entries from ${first} with a head of size ${head.treeSize}`,
+        );
+      }
+      const ins = this.#stmt(
+        `INSERT INTO log_entries (leaf_index, leaf_hash, statement_hash, admitted_at, statement, signer_id, peer_id,
+           decision, exchange_id, tree_size) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+      );
+      entries.forEach((e, i) => {
+        if (e.leafIndex !== size + i) throw new QhxError("QHX_CONFLICT", "log entries must be contiguous");
+        ins.run(
+          e.leafIndex,
+          e.leafHash,
+          e.statementHash,
+          e.admittedAt,
+          e.statement,
+          e.signerId,
+          e.peerId,
+          e.decision,
+          e.exchangeId,
+          e.treeSize,
+        );
+      });
+      this.#stmt(
+        "INSERT INTO log_heads (tree_size, root_hash, created_at, protected, signature, checkpoint) VALUES (?, ?, ?, ?, ?, ?)",
+      ).run(
+        head.treeSize,
+        head.rootHash,
+        head.createdAt,
+        head.protectedHeader,
+        head.signature,
+        head.checkpoint,
+      );
+    });
+  }
+
+  async logHashes(): Promise<{ leafHash: Uint8Array; statementHash: Uint8Array }[]> {
+    return this.#read(() =>
+      this.#stmt("SELECT leaf_hash, statement_hash FROM log_entries ORDER BY leaf_index")
+        .all()
+        .map((r) => ({ leafHash: blob(r.leaf_hash), statementHash: blob(r.statement_hash) })),
+    );
+  }
+
+  async getLogEntry(leafIndex: number): Promise<LogEntryRecord | undefined> {
+    return this.#read(() => {
+      const r = this.#stmt("SELECT * FROM log_entries WHERE leaf_index = ?").get(leafIndex);
+      return r === undefined ? undefined : rowToLogEntry(r);
+    });
+  }
+
+  async findLogEntry(statementHash: Uint8Array): Promise<LogEntryRecord | undefined> {
+    return this.#read(() => {
+      const r = this.#stmt("SELECT * FROM log_entries WHERE statement_hash = ?").get(statementHash);
+      return r === undefined ? undefined : rowToLogEntry(r);
+    });
+  }
+
+  async listLogEntries(filter: LogEntryFilter = {}): Promise<LogEntryRecord[]> {
+    return this.#read(() => {
+      const where: string[] = ["leaf_index >= ?"];
+      const params: SQLInputValue[] = [filter.fromIndex ?? 0];
+      if (filter.signerId !== undefined) {
+        where.push("signer_id = ?");
+        params.push(filter.signerId);
+      }
+      if (filter.peerId !== undefined) {
+        where.push("peer_id = ?");
+        params.push(filter.peerId);
+      }
+      params.push(filter.limit ?? -1);
+      return this.#stmt(`SELECT * FROM log_entries WHERE ${where.join(" AND ")} ORDER BY leaf_index LIMIT ?`)
+        .all(...params)
+        .map(rowToLogEntry);
+    });
+  }
+
+  async getLogHead(treeSize?: number): Promise<LogHeadRecord | undefined> {
+    return this.#read(() => {
+      const r =
+        treeSize === undefined
+          ? this.#stmt("SELECT * FROM log_heads ORDER BY tree_size DESC LIMIT 1").get()
+          : this.#stmt("SELECT * FROM log_heads WHERE tree_size = ?").get(treeSize);
+      return r === undefined
+        ? undefined
+        : {
+            treeSize: num(r.tree_size),
+            rootHash: blob(r.root_hash),
+            createdAt: num(r.created_at),
+            protectedHeader: blob(r.protected),
+            signature: blob(r.signature),
+            checkpoint: str(r.checkpoint),
+          };
+    });
   }
 
   // --- plumbing -----------------------------------------------------------------------------------------
@@ -842,6 +1097,7 @@ const ENTRY_SELECT = `SELECT e.*,
 const CA_KINDS: readonly CaKind[] = ["x509", "jwt"];
 const CA_STATUSES: readonly CaStatus[] = ["prepared", "active", "retired"];
 const ASSURANCE_LEVELS: readonly AssuranceLevel[] = ["hardware", "key", "token"];
+const FEDERATION_PROFILES: readonly string[] = ["https_web", "https_spiffe"];
 
 function checkOneOf(value: string, allowed: readonly string[], field: string): void {
   if (!allowed.includes(value)) {
@@ -917,6 +1173,33 @@ function rowToBundle(r: Row): BundleRecord {
     document: str(r.document),
     sequence: num(r.sequence),
     updatedAt: num(r.updated_at),
+  };
+}
+
+function rowToFederation(r: Row): FederationRelationship {
+  return {
+    trustDomain: str(r.trust_domain),
+    bundleEndpointUrl: str(r.bundle_endpoint_url),
+    profile: str(r.profile) as FederationRelationship["profile"],
+    endpointSpiffeId: r.endpoint_spiffe_id === null ? null : str(r.endpoint_spiffe_id),
+    webTrustRoots: r.web_trust_roots === null ? null : str(r.web_trust_roots),
+    createdAt: num(r.created_at),
+    updatedAt: num(r.updated_at),
+  };
+}
+
+function rowToLogEntry(r: Row): LogEntryRecord {
+  return {
+    leafIndex: num(r.leaf_index),
+    leafHash: blob(r.leaf_hash),
+    statementHash: blob(r.statement_hash),
+    admittedAt: num(r.admitted_at),
+    statement: blob(r.statement),
+    signerId: str(r.signer_id),
+    peerId: str(r.peer_id),
+    decision: str(r.decision),
+    exchangeId: str(r.exchange_id),
+    treeSize: num(r.tree_size),
   };
 }
 

@@ -95,6 +95,32 @@ export interface BundleRecord {
   updatedAt: number;
 }
 
+/** The two SPIFFE Federation bundle endpoint profiles. */
+export type FederationProfile = "https_web" | "https_spiffe";
+
+/**
+ * An explicit federation relationship with a foreign trust domain: where its bundle endpoint is and how
+ * to authenticate it. The foreign bundle itself is a BundleRecord of that trust domain.
+ */
+export interface FederationRelationship {
+  /** the foreign trust domain name */
+  trustDomain: string;
+  /** https URL of the foreign bundle endpoint */
+  bundleEndpointUrl: string;
+  profile: FederationProfile;
+  /** https_spiffe: the SPIFFE ID the endpoint must authenticate as; null for https_web */
+  endpointSpiffeId: string | null;
+  /** https_web: PEM CA certificates to validate the endpoint with instead of the system roots; else null */
+  webTrustRoots: string | null;
+  /** unix seconds */
+  createdAt: number;
+  updatedAt: number;
+}
+
+export type FederationRelationshipPatch = Partial<
+  Pick<FederationRelationship, "bundleEndpointUrl" | "profile" | "endpointSpiffeId" | "webTrustRoots">
+>;
+
 export interface JoinTokenRecord {
   /** sha256 hex of the token; the token itself is never stored */
   tokenHash: string;
@@ -118,6 +144,44 @@ export interface AttestedNode {
   updatedAt: number;
   /** alias SPIFFE IDs of this node: entries whose parent is an alias apply to it */
   aliases?: string[];
+}
+
+/** One receipt in the notary's Merkle log (host/server/notary.ts). */
+export interface LogEntryRecord {
+  leafIndex: number;
+  /** RFC 9162 leaf hash */
+  leafHash: Uint8Array;
+  /** SHA-256 of the statement (COSE_Sign1 with an empty unprotected header) */
+  statementHash: Uint8Array;
+  /** unix ms; part of the leaf */
+  admittedAt: number;
+  statement: Uint8Array;
+  signerId: string;
+  peerId: string;
+  decision: string;
+  exchangeId: string;
+  /** size of the first signed tree head that includes the entry */
+  treeSize: number;
+}
+
+/** A signed tree head of the notary log. */
+export interface LogHeadRecord {
+  treeSize: number;
+  rootHash: Uint8Array;
+  /** unix ms */
+  createdAt: number;
+  /** COSE Receipt protected header and signature over the root */
+  protectedHeader: Uint8Array;
+  signature: Uint8Array;
+  /** C2SP checkpoint (signed note) */
+  checkpoint: string;
+}
+
+export interface LogEntryFilter {
+  signerId?: string;
+  peerId?: string;
+  fromIndex?: number;
+  limit?: number;
 }
 
 export interface Datastore {
@@ -146,8 +210,34 @@ export interface Datastore {
   consumeJoinToken(tokenHash: string, now: number): Promise<JoinTokenRecord | undefined>;
   pruneJoinTokens(now: number): Promise<number>;
 
+  /**
+   * Create a relationship and store its initial (out-of-band) bundle in one transaction. QHX_ALREADY_EXISTS
+   * if a relationship for that trust domain exists.
+   */
+  createFederationRelationship(rel: FederationRelationship, initialBundle?: BundleRecord): Promise<void>;
+  getFederationRelationship(trustDomain: string): Promise<FederationRelationship | undefined>;
+  listFederationRelationships(): Promise<FederationRelationship[]>;
+  /** Throws NotFoundError. */
+  updateFederationRelationship(
+    trustDomain: string,
+    patch: FederationRelationshipPatch,
+    updatedAt: number,
+  ): Promise<FederationRelationship>;
+  /** Delete the relationship and the foreign bundle it brought, in one transaction. */
+  deleteFederationRelationship(trustDomain: string): Promise<boolean>;
+
   upsertNode(node: AttestedNode): Promise<void>;
   getNode(spiffeId: string): Promise<AttestedNode | undefined>;
   listNodes(): Promise<AttestedNode[]>;
   deleteNode(spiffeId: string): Promise<boolean>;
+
+  /** Append entries (contiguous, extending the log) and their signed tree head in one transaction. */
+  appendLog(entries: LogEntryRecord[], head: LogHeadRecord): Promise<void>;
+  /** Every entry's leaf hash and statement hash, in leaf order. */
+  logHashes(): Promise<{ leafHash: Uint8Array; statementHash: Uint8Array }[]>;
+  getLogEntry(leafIndex: number): Promise<LogEntryRecord | undefined>;
+  findLogEntry(statementHash: Uint8Array): Promise<LogEntryRecord | undefined>;
+  listLogEntries(filter?: LogEntryFilter): Promise<LogEntryRecord[]>;
+  /** The head of that size, or the latest. */
+  getLogHead(treeSize?: number): Promise<LogHeadRecord | undefined>;
 }
