@@ -9,6 +9,12 @@ import { hashBytes, bytesEq, utf8ToUtf16 } from "./bytes";
 
 export const MAGIC: u32 = 0x46584851; // "QHXF"
 export const VERSION: u32 = 1;
+/** Version 2: version 1 followed by the releasability section. */
+export const VERSION_RELEASABILITY: u32 = 2;
+
+export const REL_NONE: u32 = 0; // no releasability section: every verified peer goes on to the policy
+export const REL_LIST: u32 = 1; // the local trust domain and the listed foreign ones
+export const REL_ANY: u32 = 2; // every trust domain
 
 export const F_XFCC: u32 = 1;
 export const F_JWT: u32 = 2;
@@ -138,6 +144,33 @@ export class Cfg {
   nKeys: u32;
   keyTab: usize; // 32 bytes: [td ptr, td len, kid ptr, kid len, alg, key ptr, key len, _]
   wk: usize; // NWK string ids
+  relMode: u32;
+  relLocal: usize;
+  relLocalLen: usize;
+  relRule: usize;
+  relRuleLen: usize;
+  nRel: u32;
+  relTab: usize; // [ptr, len]
+}
+
+/** Is a peer of trust domain [p, p+len) accepted across the ingress edge? */
+export function releasable(c: Cfg, p: usize, len: usize): bool {
+  if (c.relMode == REL_NONE || c.relMode == REL_ANY) return true;
+  if (bytesEq(p, len, c.relLocal, c.relLocalLen)) return true;
+  for (let i: u32 = 0; i < c.nRel; i++) {
+    const e = c.relTab + (<usize>i << 3);
+    if (bytesEq(p, len, <usize>load<u32>(e), <usize>load<u32>(e, 4))) return true;
+  }
+  return false;
+}
+
+function trustDomainOk(p: usize, len: usize): bool {
+  if (len == 0 || len > 255) return false;
+  for (let i: usize = 0; i < len; i++) {
+    const ch = load<u8>(p + i);
+    if (!((ch >= 0x61 && ch <= 0x7a) || (ch >= 0x30 && ch <= 0x39) || ch == 0x2e || ch == 0x5f || ch == 0x2d)) return false;
+  }
+  return true;
 }
 
 // ---- the output region (bump allocation at the build base) ----
@@ -559,7 +592,11 @@ export function buildConfig(blob: usize, len: usize, base: usize, scratch: usize
   const c = changetype<Cfg>(balloc(offsetof<Cfg>()));
   memory.fill(changetype<usize>(c), 0, offsetof<Cfg>());
   if (u32r() != MAGIC) fail("not a qhx_authz configuration (bad magic)");
-  if (!bad && u32r() != VERSION) fail("unsupported configuration version");
+  let version: u32 = 0;
+  if (!bad) {
+    version = u32r();
+    if (version != VERSION && version != VERSION_RELEASABILITY) fail("unsupported configuration version");
+  }
   c.flags = u32r();
   c.jwtHeader = strCopy(256);
   c.jwtHeaderLen = sLen;
@@ -735,6 +772,30 @@ export function buildConfig(blob: usize, len: usize, base: usize, scratch: usize
     const want: usize = alg == ALG_ES256 ? 65 : alg == ALG_MLDSA44 ? 1312 : alg == ALG_MLDSA65 ? 1952 : alg == ALG_MLDSA87 ? 2592 : 0;
     if (want == 0 || sLen != want) fail("key: unknown alg or wrong key length");
     else if (alg == ALG_ES256 && load<u8>(sPtr) != 4) fail("key: ES256 key must be an uncompressed point");
+  }
+  // releasability (version 2): local trust domain, mode (0 list, 1 any), rule text, accepted domains
+  c.relMode = REL_NONE;
+  if (!bad && version == VERSION_RELEASABILITY) {
+    c.relLocal = strCopy(255);
+    c.relLocalLen = sLen;
+    if (!bad && !trustDomainOk(sPtr, sLen)) fail("releasability: invalid local trust domain");
+    const mode = u32r();
+    if (!bad && mode > 1) fail("releasability: bad mode");
+    c.relMode = mode == 1 ? REL_ANY : REL_LIST;
+    c.relRule = strCopy(1024);
+    c.relRuleLen = sLen;
+    for (let i: usize = 0; i < sLen && !bad; i++) {
+      const ch = load<u8>(sPtr + i);
+      if (ch < 0x20 || ch >= 0x7f) fail("releasability: rule text must be printable ASCII");
+    }
+    c.nRel = countr(4, 4096);
+    if (!bad && mode == 1 && c.nRel != 0) fail("releasability: \"*\" with a list");
+    c.relTab = balloc((<usize>c.nRel << 3) + 8);
+    for (let i: u32 = 0; i < c.nRel && !bad; i++) {
+      store<u32>(c.relTab + (<usize>i << 3), <u32>strCopy(255));
+      store<u32>(c.relTab + (<usize>i << 3), <u32>sLen, 4);
+      if (!bad && !trustDomainOk(sPtr, sLen)) fail("releasability: invalid trust domain");
+    }
   }
   if (!bad && rp != rEnd) fail("trailing bytes");
   if (bad) return 0;

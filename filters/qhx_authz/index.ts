@@ -18,7 +18,7 @@ import { onConfigure, onRequestHeaders, onStart, onVmStart, onDone } from "../pr
 import { init, arenaLimit, ensureUids, setProgram, staticBytes } from "../../assembly/policy/index";
 import { checkSpiffeId, spiffeInputPtr, spiffeTrustDomainEnd } from "../../assembly/spiffeid";
 import { base64Decode, bytesEq, eqLit, litBytes, startsWithLitCI } from "./bytes";
-import { buildConfig, buildEnd, Cfg, configError, F_DEBUG_TRAP, F_JWT, F_JWT_PRINCIPAL, F_JWT_REQUIRED, F_PEER_HEADER, F_XFCC, WK_JWT, WK_MTLS, WK_XFCC } from "./config";
+import { buildConfig, buildEnd, Cfg, configError, releasable, F_DEBUG_TRAP, F_JWT, F_JWT_PRINCIPAL, F_JWT_REQUIRED, F_PEER_HEADER, F_XFCC, WK_JWT, WK_MTLS, WK_XFCC } from "./config";
 import { objectBegin, nextMember, jsonError, keyPtr, keyLen, valType, strPtr, strLen, J_STRING } from "./json";
 import { jwtCacheClear, jwtInit, jwtReason, subLen, subPtr, verifyJwtSvid } from "./jwt";
 import { HDRS, UID_CAP, decide, encodeError, requestBegin, setArenaBase, setPeer, setRequest } from "./request";
@@ -355,7 +355,22 @@ function requestHeaders(ctx: ContextRecord, numHeaders: usize, eos: bool): u32 {
   if (peerL > 2048) return deny(403, "invalid peer identity", 0, 0);
   memory.copy(spiffeInputPtr(), peerP, peerL);
   if (checkSpiffeId(<i32>peerL) != 0) return deny(403, "invalid peer identity", 0, 0);
-  setPeer(peerP, peerL, <usize>spiffeTrustDomainEnd(<i32>peerL));
+  const tdEnd = <usize>spiffeTrustDomainEnd(<i32>peerL);
+  setPeer(peerP, peerL, tdEnd);
+  // ---- releasability (crypto policy accept_from): a foreign trust domain not accepted here ----
+  if (!releasable(c, peerP + 9, tdEnd - 9)) {
+    const tl = tdEnd - 9;
+    const lit = " is not accepted (";
+    const ll = <usize>lit.length;
+    const rl = c.relRuleLen > 0 ? c.relRuleLen : 6;
+    const why = scratchAlloc(tl + ll + rl + 2);
+    memory.copy(why, peerP + 9, tl);
+    for (let i: usize = 0; i < ll; i++) store<u8>(why + tl + i, <u8>lit.charCodeAt(<i32>i));
+    if (c.relRuleLen > 0) memory.copy(why + tl + ll, c.relRule, rl);
+    else memory.copy(why + tl + ll, litBytes("policy"), 6);
+    store<u8>(why + tl + ll + rl, 0x29);
+    return deny(403, "not releasable: trust domain ", why, tl + ll + rl + 1);
+  }
   // ---- request line ----
   if (!has(S_METHOD) || slotLen(S_METHOD) == 0 || slotLen(S_METHOD) > 32) return deny(403, "malformed request (:method)", 0, 0);
   const mp = slotPtr(S_METHOD);

@@ -8,6 +8,7 @@
  *       [--identity-source connection|xfcc] [--jwt-header H --audience A...] [--route PREFIX]... [--options FILE]
  *       [--wasm FILE] [--name N] [--root-id R] [--vm-id V] [--remote-url URL --remote-cluster C]
  *       [--namespace NS] [--selector k=v]...          (istio)
+ *       [--crypto-policy FILE [--crypto-namespace NS]]  refuse peers the crypto policy's accept_from refuses
  *
  * The configuration string is the filter engineer's encodeFilterConfig (host/filter/config.ts); the
  * documents around it are rendered and schema-checked by host/wasm/proxy-wasm/deploy.ts.
@@ -19,16 +20,22 @@ import { parsePemBundle, parseSpiffeBundle } from "../core/bundle.ts";
 import type { TrustBundle } from "../core/bundle-types.ts";
 import type { EntryJson } from "../core/entry.ts";
 import { QhxError, ValidationError } from "../core/errors.ts";
-import type { FilterDirectoryEntry, FilterOptions } from "../filter/config.ts";
+import {
+  encodeFilterConfig,
+  type FilterDirectoryEntry,
+  type FilterOptions,
+  type FilterReleasability,
+  filterReleasability,
+} from "../filter/config.ts";
 import { POLICY_VERSION_FORMAT, type PolicyVersion, verifyPolicyVersion } from "../policy/signed.ts";
 import {
-  buildFilterConfiguration,
   FILTER_DOCUMENT_FORMATS,
   type FilterDocumentFormat,
   renderFilterDocument,
   writeIfChanged,
 } from "../agent/filter-config.ts";
 import { type AdminClient, LocalClient, SocketClient } from "./client.ts";
+import { readCryptoPolicyFile } from "./crypto-policy.ts";
 
 function collect(v: string, prev: string[] = []): string[] {
   return [...prev, v];
@@ -60,6 +67,8 @@ interface ConfigFlags {
   namespace?: string;
   selector?: string[];
   istioName?: string;
+  cryptoPolicy?: string;
+  cryptoNamespace?: string;
 }
 
 function readJson(file: string, what: string): unknown {
@@ -142,14 +151,40 @@ function filterOptions(o: ConfigFlags): FilterOptions {
   };
 }
 
+/**
+ * `--crypto-policy FILE [--crypto-namespace NS]`: the filter's ingress releasability from a crypto policy
+ * file (what `qhx crypto-policy show --format json --out FILE` writes): the `accept_from` resolved for the
+ * protected workload's namespace (without one, trust-domain and wider rules). The local trust domain is
+ * the policy's `trust_domain`, else the server's, else --trust-domain.
+ */
+function releasabilityFor(o: ConfigFlags, serverTd: string | undefined): FilterReleasability | undefined {
+  if (!o.cryptoPolicy) {
+    if (o.cryptoNamespace)
+      throw new ValidationError("--crypto-namespace needs --crypto-policy", "crypto-policy");
+    return undefined;
+  }
+  const policy = readCryptoPolicyFile(o.cryptoPolicy);
+  const trustDomain = policy.trustDomain ?? serverTd ?? o.trustDomain;
+  if (!trustDomain) {
+    throw new ValidationError(
+      `${o.cryptoPolicy} names no trust_domain: give a server or --trust-domain`,
+      "crypto-policy",
+    );
+  }
+  return filterReleasability(policy, {
+    trustDomain,
+    ...(o.cryptoNamespace !== undefined ? { namespace: o.cryptoNamespace } : {}),
+  });
+}
+
 /** Gather the inputs, encode the configuration, render the document. */
 export async function filterConfigDocument(o: ConfigFlags): Promise<string> {
   const client = await connect(o);
   let policy: PolicyVersion | undefined;
   const bundles: TrustBundle[] = [];
   let directory: FilterDirectoryEntry[] | undefined;
+  let serverTd: string | undefined;
   try {
-    let serverTd: string | undefined;
     if (client) {
       serverTd = (await client.call<{ trust_domain: string }>("GET", "/v1/health")).trust_domain;
       if (!o.policyVersion) {
@@ -195,11 +230,13 @@ export async function filterConfigDocument(o: ConfigFlags): Promise<string> {
   }
   if (bundles.length === 0)
     throw new ValidationError("no trust bundle: give a server or --bundle [TD=]FILE", "bundle");
-  const configuration = buildFilterConfiguration({
-    policy,
+  const releasability = releasabilityFor(o, serverTd);
+  const configuration = encodeFilterConfig({
+    policy: { engine: policy.engine, program: policy.program, unsupported: policy.unsupported },
     bundles,
     ...(directory ? { directory } : {}),
     options: filterOptions(o),
+    ...(releasability ? { releasability } : {}),
   });
   const matchLabels = parseSelector(o.selector);
   return renderFilterDocument(configuration, {
@@ -279,6 +316,11 @@ export function registerFilterCommands(program: Command): void {
     .option("--namespace <ns>", "istio: the WasmPlugin's namespace", "istio-system")
     .option("--istio-name <name>", "istio: metadata.name (default: the name with - for _)")
     .option("--selector <key=value>", "istio: workload selector label (repeatable)", collect)
+    .option(
+      "--crypto-policy <file>",
+      "refuse peers of trust domains the crypto policy's accept_from refuses (qhx crypto-policy show --format json)",
+    )
+    .option("--crypto-namespace <ns>", "the protected workload's namespace for --crypto-policy rules")
     .addHelpText(
       "after",
       `

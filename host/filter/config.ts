@@ -12,6 +12,7 @@
 import type { KeyObject } from "node:crypto";
 import { QhxError, ValidationError } from "../core/errors.ts";
 import type { TrustBundle } from "../core/bundle-types.ts";
+import { type CryptoPolicy, resolveCryptoPolicy, type Subject } from "../core/crypto-policy.ts";
 import { isValidSpiffeId } from "../core/spiffeid.ts";
 import type { ConstValue, PolicyProgram } from "../policy/compiler.ts";
 import { PROGRAM_FORMATS } from "../policy/compiler.ts";
@@ -19,6 +20,8 @@ import { PROGRAM_FORMATS } from "../policy/compiler.ts";
 export const FILTER_CONFIG_FORMAT = "qhx-authz-config/1";
 const MAGIC = 0x46584851; // "QHXF"
 const VERSION = 1;
+/** Version 2: version 1 plus a trailing releasability section (written only when releasability is set). */
+const VERSION_RELEASABILITY = 2;
 
 export const FLAG = {
   xfcc: 1,
@@ -129,11 +132,69 @@ export type FilterPolicyInput =
 export type FilterBundles =
   readonly TrustBundle[] | ReadonlyMap<string, TrustBundle> | Record<string, FilterJwtKey[]>;
 
+/**
+ * Ingress releasability (crypto policy `accept_from`, docs/crypto-policy.md): a peer of a foreign trust
+ * domain not accepted here is refused (403 `not releasable: …`) before policy evaluation. The local
+ * trust domain is always accepted. `filterReleasability` computes it from a crypto policy.
+ */
+export interface FilterReleasability {
+  localTrustDomain: string;
+  /** foreign trust domains whose identities are accepted, or "*" for any */
+  acceptFrom: readonly string[] | "*";
+  /** the deciding rule, quoted in the refusal reason (e.g. `crypto policy "ns:payments"`) */
+  rule?: string;
+}
+
 export interface FilterConfigInput {
   policy: FilterPolicyInput;
   bundles: FilterBundles;
   directory?: FilterDirectoryEntry[];
   options?: FilterOptions;
+  releasability?: FilterReleasability;
+}
+
+const TRUST_DOMAIN = /^[a-z0-9._-]{1,255}$/;
+
+/**
+ * The releasability section for a workload of `local` (trust domain, namespace) under a crypto policy:
+ * the resolved `accept_from` with coalitions expanded to their members — the same answer as
+ * `checkReleasable(policy, { local, peer, direction: "ingress" })` for every peer.
+ */
+export function filterReleasability(policy: CryptoPolicy, local: Subject): FilterReleasability {
+  const f = resolveCryptoPolicy(policy, local).acceptFrom;
+  const rule = `crypto policy "${f.rule}" accept_from: ${f.value.length ? f.value.join(", ") : "none"}`;
+  if (f.value.includes("*")) return { localTrustDomain: local.trustDomain, acceptFrom: "*", rule };
+  const tds = new Set<string>();
+  for (const t of f.value) {
+    if (t.startsWith("coalition:")) for (const m of policy.coalitions[t.slice(10)] ?? []) tds.add(m);
+    else tds.add(t);
+  }
+  tds.delete(local.trustDomain);
+  return { localTrustDomain: local.trustDomain, acceptFrom: [...tds].sort(), rule };
+}
+
+function releasabilityOf(r: FilterReleasability | undefined): FilterReleasability | undefined {
+  if (r === undefined) return undefined;
+  if (r === null || typeof r !== "object") throw invalid("releasability", "must be an object");
+  if (typeof r.localTrustDomain !== "string" || !TRUST_DOMAIN.test(r.localTrustDomain))
+    throw invalid("releasability.localTrustDomain", `invalid trust domain "${String(r.localTrustDomain)}"`);
+  if (r.acceptFrom !== "*") {
+    if (!Array.isArray(r.acceptFrom) || r.acceptFrom.length > 4096)
+      throw invalid("releasability.acceptFrom", 'must be "*" or a list of at most 4096 trust domains');
+    const seen = new Set<string>();
+    for (const td of r.acceptFrom) {
+      if (typeof td !== "string" || !TRUST_DOMAIN.test(td))
+        throw invalid("releasability.acceptFrom", `invalid trust domain "${String(td)}"`);
+      if (seen.has(td)) throw invalid("releasability.acceptFrom", `duplicate trust domain "${td}"`);
+      seen.add(td);
+    }
+  }
+  if (
+    r.rule !== undefined &&
+    (typeof r.rule !== "string" || r.rule.length > 1024 || !/^[\x20-\x7e]*$/.test(r.rule))
+  )
+    throw invalid("releasability.rule", "at most 1024 printable ASCII characters");
+  return r;
 }
 
 const HEADER_NAME = /^[a-z0-9!#$%&'*+.^_`|~-]+$/;
@@ -364,6 +425,7 @@ export function encodeFilterConfig(input: FilterConfigInput): string {
   if (new Set(routes).size !== routes.length) throw invalid("options.routes", "duplicate route prefix");
   if (o.debugTrap) flags |= FLAG.debugTrap;
   const keys = keysOf(input.bundles);
+  const rel = releasabilityOf(input.releasability);
 
   // string table: the program's (same indices), then the filter's and the directory's
   const strings = program.strings.map((s, i) => wellFormed(s, `policy.program.strings[${i}]`));
@@ -406,7 +468,7 @@ export function encodeFilterConfig(input: FilterConfigInput): string {
 
   const w = new Writer();
   w.u32(MAGIC);
-  w.u32(VERSION);
+  w.u32(rel ? VERSION_RELEASABILITY : VERSION);
   w.u32(flags);
   w.str(jwtHeader);
   w.str(reasonHeader);
@@ -451,6 +513,15 @@ export function encodeFilterConfig(input: FilterConfigInput): string {
     w.u32(ALG_CODE[k.alg]);
     w.str(k.publicKey);
   }
+  if (rel) {
+    // releasability: local trust domain, mode (0 list, 1 any), rule text, accepted foreign trust domains
+    w.str(rel.localTrustDomain);
+    w.u32(rel.acceptFrom === "*" ? 1 : 0);
+    w.str(rel.rule ?? "");
+    const list = rel.acceptFrom === "*" ? [] : rel.acceptFrom;
+    w.u32(list.length);
+    for (const td of list) w.str(td);
+  }
   return JSON.stringify({ format: FILTER_CONFIG_FORMAT, config: Buffer.from(w.done()).toString("base64") });
 }
 
@@ -474,6 +545,8 @@ export interface DecodedFilterConfig {
   consts: number;
   directory: { spiffeId: string; namespace: string; assurance: string; labels: Record<string, string> }[];
   keys: { trustDomain: string; kid: string; alg: FilterJwtAlg; publicKey: Uint8Array }[];
+  /** absent in version 1 configurations */
+  releasability?: { localTrustDomain: string; acceptFrom: string[] | "*"; rule: string };
 }
 
 class Reader {
@@ -580,7 +653,9 @@ export function decodeFilterConfig(text: string): DecodedFilterConfig {
   }
   const r = new Reader(new Uint8Array(Buffer.from(o.config, "base64")));
   if (r.u32() !== MAGIC) throw invalid("config", "bad magic");
-  if (r.u32() !== VERSION) throw invalid("config", "unsupported version");
+  const version = r.u32();
+  if (version !== VERSION && version !== VERSION_RELEASABILITY)
+    throw invalid("config", "unsupported version");
   const flags = r.u32();
   const jwtHeader = r.str();
   const reasonHeader = r.str();
@@ -630,6 +705,18 @@ export function decodeFilterConfig(text: string): DecodedFilterConfig {
     if (n !== KEY_BYTES[alg]) throw invalid("config", `${alg} key must be ${KEY_BYTES[alg]} bytes`);
     return { trustDomain, kid, alg, publicKey: r.raw(n) };
   });
+  let releasability: DecodedFilterConfig["releasability"];
+  if (version === VERSION_RELEASABILITY) {
+    const localTrustDomain = r.str();
+    const mode = r.u32();
+    if (mode > 1) throw invalid("config", "bad releasability mode");
+    const rule = r.str();
+    const list = Array.from({ length: r.count(4) }, () => r.str());
+    for (const td of [localTrustDomain, ...list])
+      if (!TRUST_DOMAIN.test(td)) throw invalid("config", `releasability: invalid trust domain "${td}"`);
+    if (mode === 1 && list.length) throw invalid("config", 'releasability: "*" with a list');
+    releasability = { localTrustDomain, acceptFrom: mode === 1 ? "*" : list, rule };
+  }
   if (r.left !== 0) throw invalid("config", "trailing bytes");
   return {
     flags,
@@ -652,5 +739,6 @@ export function decodeFilterConfig(text: string): DecodedFilterConfig {
     consts: nConsts,
     directory,
     keys,
+    ...(releasability ? { releasability } : {}),
   };
 }
