@@ -137,6 +137,15 @@ interface UidChain {
   next: UidChain | undefined;
 }
 
+/**
+ * A string-keyed dictionary without a prototype. Property lookups turn a looked-up string into a
+ * pointer to its internalized copy, so a string seen again costs a pointer comparison, where a Map
+ * compares contents each time.
+ */
+function dict<V>(): Record<string, V | undefined> {
+  return Object.create(null) as Record<string, V | undefined>;
+}
+
 const NAME = /^[_a-zA-Z][_a-zA-Z0-9]*(::[_a-zA-Z][_a-zA-Z0-9]*)*$/;
 const ARENA_BYTES = 4 << 20;
 /**
@@ -156,7 +165,7 @@ export class CompiledEvaluator {
   private arenaBase = 0;
   private arenaEnd = 0;
   private top = 0;
-  private strIds = new Map<string, number>();
+  private strIds = dict<number>();
   private strNodes: number[] = [];
   /** Deep-frozen entity objects, encoded once into static memory (see cachedEntity). */
   private entCache = new WeakMap<object, CachedEntity>();
@@ -165,7 +174,7 @@ export class CompiledEvaluator {
   private tabCache = new WeakMap<object, Int32Array>();
   private tabNotCacheable = new WeakSet<object>();
   private staticMode = false;
-  private uidById = new Map<string, UidChain>();
+  private uidById = dict<UidChain>();
   private uidTypes: string[] = [];
   private uidCount = 0;
   private uidCapacity = 0;
@@ -219,9 +228,9 @@ export class CompiledEvaluator {
     this.arenaEnd = this.w.arenaLimit();
     this.trueV = this.w.trueValue();
     this.falseV = this.w.falseValue();
-    this.strIds = new Map();
+    this.strIds = dict();
     this.strNodes = [];
-    this.uidById = new Map();
+    this.uidById = dict();
     this.uidTypes = [];
     this.entCache = new WeakMap();
     this.tabCache = new WeakMap();
@@ -252,7 +261,7 @@ export class CompiledEvaluator {
   // ---- interning (static nodes) ----
 
   private intern(s: string): number {
-    const known = this.strIds.get(s);
+    const known = this.strIds[s];
     if (known !== undefined) return this.strNodes[known]!;
     if (!s.isWellFormed()) throw FALLBACK;
     const node = this.salloc(16 + s.length * 2);
@@ -264,13 +273,13 @@ export class CompiledEvaluator {
     this.i32[w + 1] = id;
     this.i32[w + 2] = chars;
     this.i32[w + 3] = s.length;
-    this.strIds.set(s, id);
+    this.strIds[s] = id;
     this.strNodes.push(node);
     return node;
   }
 
   private strId(s: string): number {
-    const known = this.strIds.get(s);
+    const known = this.strIds[s];
     if (known !== undefined) return known;
     const node = this.intern(s);
     return this.i32[(node >> 2) + 1]!;
@@ -278,7 +287,7 @@ export class CompiledEvaluator {
 
   private uidNode(type: string, id: string): number {
     // one lookup by id; ids rarely repeat across types, so the chain is usually one node long
-    let n = this.uidById.get(id);
+    let n = this.uidById[id];
     while (n !== undefined) {
       if (this.uidTypes[n.uid] === type) return n.node;
       n = n.next;
@@ -303,7 +312,7 @@ export class CompiledEvaluator {
     this.i32[w + 1] = uid;
     this.i32[w + 2] = typeStr;
     this.uidTypes[uid] = type;
-    this.uidById.set(id, { uid, node, next: this.uidById.get(id) });
+    this.uidById[id] = { uid, node, next: this.uidById[id] };
     if (uid >= this.uidCapacity) {
       this.uidCapacity = Math.max(64, this.uidCapacity * 2);
       this.w.ensureUids(this.uidCapacity);
@@ -578,7 +587,7 @@ export class CompiledEvaluator {
           this.sp = sp;
           return;
         }
-        if ((v as object).constructor !== Object) throw FALLBACK;
+        if (Object.getPrototypeOf(v) !== Object.prototype) throw FALLBACK;
         for (const k in v) {
           if (!k.isWellFormed()) throw FALLBACK;
           this.check((v as Record<string, unknown>)[k]);
@@ -593,7 +602,7 @@ export class CompiledEvaluator {
   private recordOf(o: Record<string, unknown>, want: Map<string, number> | null): number {
     if (want === null) return this.record(o);
     // a non-plain object (Date, class instance with toJSON…) may serialise differently for Cedar
-    if (o.constructor !== Object) throw FALLBACK;
+    if (Object.getPrototypeOf(o) !== Object.prototype) throw FALLBACK;
     const base = this.sp;
     let n = 0;
     for (const k in o) {
@@ -623,7 +632,7 @@ export class CompiledEvaluator {
   }
 
   private record(o: Record<string, unknown>): number {
-    if (o.constructor !== Object) throw FALLBACK;
+    if (Object.getPrototypeOf(o) !== Object.prototype) throw FALLBACK;
     const base = this.sp;
     let n = 0;
     for (const k in o) {
