@@ -3,8 +3,9 @@
  * directory (offline). Both go through the same admin route table, so they behave identically.
  */
 import http from "node:http";
+import path from "node:path";
 import { systemClock } from "../core/clock.ts";
-import { QhxError, errorFromAnswer, parseJsonAnswer } from "../core/errors.ts";
+import { QhxError, ValidationError, errorFromAnswer, parseJsonAnswer } from "../core/errors.ts";
 import { handleAdmin } from "../server/admin-api.ts";
 import { parseServerConfig } from "../server/config.ts";
 import { readDataDirInfo, ServerCore } from "../server/core.ts";
@@ -107,5 +108,50 @@ export class LocalClient implements AdminClient {
   }
   async close(): Promise<void> {
     await this.core.close();
+  }
+}
+
+/** How a command names its server: `--socket PATH` or `--data-dir DIR` (else QHX_ADMIN_SOCKET). */
+export interface ConnectionOptions {
+  socket?: string;
+  dataDir?: string;
+}
+
+/** Add the connection options shared by every command that needs a server. */
+export function withConnection<C extends { option(flags: string, description: string): C }>(cmd: C): C {
+  return cmd
+    .option("--socket <path>", "a running server's admin socket (or QHX_ADMIN_SOCKET)")
+    .option("--data-dir <dir>", "work offline on a server's data directory");
+}
+
+/**
+ * The admin client the options name. `local` opens the offline client for a data directory (default: the
+ * full in-process server, LocalClient); a command that needs less of the server may pass a lighter one.
+ */
+export async function connectAdmin(
+  o: ConnectionOptions,
+  local: (dataDir: string) => AdminClient | Promise<AdminClient> = (d) => LocalClient.open(d),
+): Promise<AdminClient> {
+  if (o.socket && o.dataDir) throw new ValidationError("give --socket or --data-dir, not both");
+  if (o.socket) return new SocketClient(path.resolve(o.socket));
+  if (o.dataDir) return local(path.resolve(o.dataDir));
+  const env = process.env["QHX_ADMIN_SOCKET"];
+  if (env) return new SocketClient(env);
+  throw new ValidationError(
+    "no server given: use --socket PATH (running server) or --data-dir DIR (offline)",
+  );
+}
+
+/** Run `fn` with the admin client the options name, closing it afterwards. */
+export async function withClient<T>(
+  o: ConnectionOptions,
+  fn: (c: AdminClient) => Promise<T>,
+  local?: (dataDir: string) => AdminClient | Promise<AdminClient>,
+): Promise<T> {
+  const c = await connectAdmin(o, local);
+  try {
+    return await fn(c);
+  } finally {
+    await c.close();
   }
 }

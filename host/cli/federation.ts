@@ -13,41 +13,12 @@
  * Server commands take --socket PATH (running server) or --data-dir DIR (offline, on the data directory).
  */
 import fs from "node:fs";
-import path from "node:path";
 import type { Command } from "commander";
 import { QhxError, ValidationError } from "../core/errors.ts";
-import { type AdminClient, LocalClient, SocketClient } from "./client.ts";
+import { type ConnectionOptions as ConnOpts, withClient, withConnection } from "./client.ts";
 
 function out(line = ""): void {
   process.stdout.write(`${line}\n`);
-}
-
-interface ConnOpts {
-  socket?: string;
-  dataDir?: string;
-}
-
-function withConnection(cmd: Command): Command {
-  return cmd
-    .option("--socket <path>", "a running server's admin socket")
-    .option("--data-dir <dir>", "work offline on a server's data directory");
-}
-
-async function withClient<T>(o: ConnOpts, fn: (c: AdminClient) => Promise<T>): Promise<T> {
-  if (o.socket && o.dataDir) throw new ValidationError("give --socket or --data-dir, not both");
-  let c: AdminClient;
-  if (o.socket) c = new SocketClient(path.resolve(o.socket));
-  else if (o.dataDir) c = await LocalClient.open(path.resolve(o.dataDir));
-  else if (process.env.QHX_ADMIN_SOCKET) c = new SocketClient(process.env.QHX_ADMIN_SOCKET);
-  else
-    throw new ValidationError(
-      "no server given: use --socket PATH (running server) or --data-dir DIR (offline)",
-    );
-  try {
-    return await fn(c);
-  } finally {
-    await c.close();
-  }
 }
 
 function readText(file: string, what: string): string {

@@ -19,7 +19,7 @@ import { writeFileAtomic } from "../server/keymanager/disk.ts";
 import { type Logger, createLogger } from "../server/logger.ts";
 import type { EntryJson } from "../core/entry.ts";
 import { startServer } from "../server/server.ts";
-import { type AdminClient, LocalClient, SocketClient } from "./client.ts";
+import { withClient, withConnection } from "./client.ts";
 import { runDemo } from "./demo.ts";
 import { registerPolicyCommands } from "./policy.ts";
 import { registerReceiptCommands } from "./receipt.ts";
@@ -41,36 +41,6 @@ function collect(v: string, prev: string[] = []): string[] {
 
 function out(line = ""): void {
   process.stdout.write(`${line}\n`);
-}
-
-/** Connection options shared by every command that needs a server. */
-function withConnection(cmd: Command): Command {
-  return cmd
-    .option("--socket <path>", "a running server's admin socket")
-    .option("--data-dir <dir>", "work offline on a server's data directory (for set-up and tests)");
-}
-
-async function connect(opts: { socket?: string; dataDir?: string }): Promise<AdminClient> {
-  if (opts.socket && opts.dataDir) throw new ValidationError("give --socket or --data-dir, not both");
-  if (opts.socket) return new SocketClient(path.resolve(opts.socket));
-  if (opts.dataDir) return LocalClient.open(path.resolve(opts.dataDir));
-  const env = process.env.QHX_ADMIN_SOCKET;
-  if (env) return new SocketClient(env);
-  throw new ValidationError(
-    "no server given: use --socket PATH (running server) or --data-dir DIR (offline)",
-  );
-}
-
-async function withClient<T>(
-  opts: { socket?: string; dataDir?: string },
-  fn: (c: AdminClient) => Promise<T>,
-) {
-  const c = await connect(opts);
-  try {
-    return await fn(c);
-  } finally {
-    await c.close();
-  }
 }
 
 function ttlSeconds(v: string | undefined, field: string): number | undefined {

@@ -11,14 +11,18 @@
  * Server commands take --socket PATH (running server) or --data-dir DIR (offline, on the store files).
  */
 import fs from "node:fs";
-import path from "node:path";
 import type { Command } from "commander";
 import { QhxError, ValidationError } from "../core/errors.ts";
 import { compilePolicies, policiesFromText, QHX_CEDAR_SCHEMA } from "../policy/index.ts";
 import { handlePolicyAdmin } from "../server/admin-policy.ts";
 import type { ServerCore } from "../server/core.ts";
 import { parsePolicyTests, type PolicyTestResult, runPolicyTests } from "../server/policy-store.ts";
-import { type AdminClient, SocketClient } from "./client.ts";
+import {
+  type AdminClient,
+  type ConnectionOptions as ConnOpts,
+  withClient as withAdminClient,
+  withConnection,
+} from "./client.ts";
 
 function out(line = ""): void {
   process.stdout.write(`${line}\n`);
@@ -52,32 +56,8 @@ class LocalPolicyClient implements AdminClient {
   async close(): Promise<void> {}
 }
 
-interface ConnOpts {
-  socket?: string;
-  dataDir?: string;
-}
-
-function withConnection(cmd: Command): Command {
-  return cmd
-    .option("--socket <path>", "a running server's admin socket")
-    .option("--data-dir <dir>", "work offline on a server's data directory");
-}
-
-async function withClient<T>(o: ConnOpts, fn: (c: AdminClient) => Promise<T>): Promise<T> {
-  if (o.socket && o.dataDir) throw new ValidationError("give --socket or --data-dir, not both");
-  let c: AdminClient;
-  if (o.socket) c = new SocketClient(path.resolve(o.socket));
-  else if (o.dataDir) c = new LocalPolicyClient(path.resolve(o.dataDir));
-  else if (process.env.QHX_ADMIN_SOCKET) c = new SocketClient(process.env.QHX_ADMIN_SOCKET);
-  else
-    throw new ValidationError(
-      "no server given: use --socket PATH (running server) or --data-dir DIR (offline)",
-    );
-  try {
-    return await fn(c);
-  } finally {
-    await c.close();
-  }
+function withClient<T>(o: ConnOpts, fn: (c: AdminClient) => Promise<T>): Promise<T> {
+  return withAdminClient(o, fn, (dir) => new LocalPolicyClient(dir));
 }
 
 /** A policy file: JSON (object id → text, or { policies: … }) or Cedar text. Returns id → text. */
