@@ -50,6 +50,7 @@ export interface TunnelFlags {
   cryptoNamespace?: string;
   receipts?: string;
   receiptsDir?: string;
+  connectionReuse?: boolean;
 }
 
 /** The flags both tunnel sides share. */
@@ -67,6 +68,10 @@ export function tunnelCommonOptions(cmd: Command): Command {
     .option("--max-connections <n>", "concurrent connections; more are refused", "1024")
     .option("--idle-timeout <duration>", "close connections idle this long (0: never)", "5m")
     .option("--handshake-timeout <duration>", "TCP accept to verified peer", "10s")
+    .option(
+      "--no-connection-reuse",
+      "one TLS connection per application connection (default: QHx peers carry successive connections over one verified TLS connection, ALPN qhx-streams/1)",
+    )
     .option("--drain-timeout <duration>", "on SIGTERM, let connections finish this long", "30s")
     .option("--metrics-listen <host:port>", "serve Prometheus /metrics there")
     .option("--log-level <level>", "trace|debug|info|warn|error", "info")
@@ -132,6 +137,7 @@ export async function runtimeFromFlags(o: TunnelFlags, role: "client" | "server"
     maxConnections: positiveInt(o.maxConnections, "--max-connections"),
     idleTimeoutMs: durationMs(o.idleTimeout, "--idle-timeout"),
     handshakeTimeoutMs: durationMs(o.handshakeTimeout, "--handshake-timeout"),
+    reuseConnections: o.connectionReuse !== false,
   };
   const drainMs = durationMs(o.drainTimeout, "--drain-timeout") ?? 30_000;
   if (o.receiptsDir && !o.receipts) throw new ValidationError("needs --receipts HOST:PORT", "--receipts-dir");

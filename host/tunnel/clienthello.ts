@@ -48,6 +48,8 @@ export interface ClientHelloInfo {
   keyShareGroups: number[];
   /** supported_versions (extension 43) */
   versions: number[];
+  /** application_layer_protocol_negotiation (extension 16) protocol names, client order */
+  alpn: string[];
 }
 
 export class ClientHelloError extends QhxError {
@@ -119,7 +121,7 @@ export function parseClientHello(buf: Uint8Array): ClientHelloInfo | null {
   p += 2 + cs;
   need(1, "compression methods");
   p += 1 + hs[p]!;
-  const info: ClientHelloInfo = { supportedGroups: [], keyShareGroups: [], versions: [] };
+  const info: ClientHelloInfo = { supportedGroups: [], keyShareGroups: [], versions: [], alpn: [] };
   if (p === hs.length) return info;
   need(2, "extensions length");
   const extEnd = p + 2 + ((hs[p]! << 8) | hs[p + 1]!);
@@ -145,6 +147,15 @@ export function parseClientHello(buf: Uint8Array): ClientHelloInfo | null {
         if (i + 4 + kl > e.length) bad("key_share entry length");
         info.keyShareGroups.push(g);
         i += 4 + kl;
+      }
+    } else if (type === 16) {
+      if (e.length < 2 || ((e[0]! << 8) | e[1]!) !== e.length - 2)
+        bad("application_layer_protocol_negotiation");
+      for (let i = 2; i < e.length;) {
+        const n = e[i]!;
+        if (n === 0 || i + 1 + n > e.length) bad("ALPN protocol name");
+        info.alpn.push(Buffer.from(e.subarray(i + 1, i + 1 + n)).toString("latin1"));
+        i += 1 + n;
       }
     } else if (type === 43) {
       if (e.length < 1 || e[0] !== e.length - 1 || e[0]! % 2) bad("supported_versions");

@@ -34,6 +34,12 @@ export class TunnelMetrics {
     buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 1],
     registers: [this.registry],
   });
+  readonly reused = new Counter({
+    name: "qhx_tunnel_reused_connections_total",
+    help: "Application connections carried over an already verified TLS connection (qhx-streams/1)",
+    labelNames: ["role"] as const,
+    registers: [this.registry],
+  });
   readonly svidRotations = new Counter({
     name: "qhx_tunnel_svid_updates_total",
     help: "SVID or bundle updates applied (new secure context)",

@@ -53,6 +53,8 @@ export interface ExchangeRecord {
   closeReason?: string;
   /** The TLS 1.3 session was resumed (PSK with a fresh key exchange; the peer chain verified again). */
   resumed?: boolean;
+  /** Carried over a TLS connection an earlier connection already used (qhx-streams/1): no handshake. */
+  reused?: boolean;
 }
 
 export interface RecordSink {

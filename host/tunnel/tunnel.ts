@@ -33,6 +33,21 @@ import { MODE_GROUPS, normalizeGroup, PQ_GROUP, readClientHello, selectGroup } f
 import { TunnelMetrics } from "./metrics.ts";
 import type { ExchangeRecord, RecordSink } from "./record.ts";
 import type { SvidSource, SvidState } from "./svid-source.ts";
+import {
+  controlFrame,
+  F_ACCEPT,
+  F_DATA,
+  F_END,
+  F_OPEN,
+  F_REFUSE,
+  F_RESET,
+  type FrameHandler,
+  frameHeader,
+  frameName,
+  FrameParser,
+  STREAMS_ALPN,
+  StreamProtocolError,
+} from "./streams.ts";
 
 export type TunnelMode = "mtls" | "pq";
 export const TUNNEL_MODES = ["mtls", "pq"] as const;
@@ -81,6 +96,12 @@ export interface TunnelCommonOptions {
   idleTimeoutMs?: number;
   /** TCP accept/connect to verified peer. Default 10 s. */
   handshakeTimeoutMs?: number;
+  /**
+   * Carry successive application connections over one verified TLS connection (ALPN qhx-streams/1,
+   * streams.ts) when the peer is a QHx tunnel. Default true; false = one TLS connection per application
+   * connection (the client does not offer the protocol, the server does not select it).
+   */
+  reuseConnections?: boolean;
   metrics?: TunnelMetrics;
   logger?: Logger;
   clock?: Clock;
@@ -105,6 +126,10 @@ export interface TunnelClientOptions extends TunnelCommonOptions {
   serverIds: string[];
   /** Resume TLS 1.3 sessions (tickets) with the server. Default true. */
   resumeSessions?: boolean;
+  /** Most idle TLS connections kept for reuse. Default 32. */
+  maxIdleConnections?: number;
+  /** Close a pooled TLS connection after this long unused. Default 30 s. */
+  poolIdleMs?: number;
 }
 
 /** A refusal: `code` is stable (metrics label), `message` human. */
@@ -119,6 +144,9 @@ const refuse = (code: string, message: string) => new Refusal(code, message);
  * connection is held to the same rules as a full handshake.
  */
 const SESSION_LIFETIME_S = 300;
+
+/** Bytes a client keeps to send again if a pooled link closes before the server accepts the stream. */
+const MAX_UNACKED = 256 * 1024;
 
 const EMPTY_SHA256 = crypto.createHash("sha256").digest("hex");
 
@@ -167,6 +195,23 @@ function endThenDestroy(s: net.Socket): void {
   setTimeout(() => s.destroy(), 5_000).unref();
 }
 
+/**
+ * End our side (close_notify, FIN) but keep reading until the peer ends too (bounded): destroying at
+ * once would make the kernel answer the peer's in-flight bytes with a reset, which can discard the frames
+ * we just sent (a REFUSE, a RESET) before the peer reads them.
+ */
+function lingerClose(s: net.Socket): void {
+  if (s.destroyed) return;
+  s.resume();
+  if (!s.writableEnded) s.end();
+  if (s.readableEnded) {
+    s.destroy();
+    return;
+  }
+  s.once("end", () => s.destroy());
+  setTimeout(() => s.destroy(), 5_000).unref();
+}
+
 /** The peer's chain as presented (leaf first), from node:tls. */
 export function peerChainOf(s: tls.TLSSocket): Uint8Array[] {
   const out: Uint8Array[] = [];
@@ -203,6 +248,89 @@ interface Conn {
   reqHash: crypto.Hash | undefined;
   resHash: crypto.Hash | undefined;
   done: boolean;
+  /** qhx-streams/1: the TLS connection carrying this stream (c.tls stays undefined: it is not ours) */
+  link: Link | undefined;
+  /** the stream ran over a TLS connection an earlier stream used */
+  reused: boolean;
+  /** the verified peer leaf's notAfter (ms) */
+  peerNotAfter: number;
+  /** END sent / received (a stream ends cleanly once both are true) */
+  sentEnd: boolean;
+  gotEnd: boolean;
+  /** removes the stream's listeners from the application socket and the link */
+  detach: (() => void) | undefined;
+}
+
+/** A verified TLS connection speaking qhx-streams/1 (streams.ts): carries one stream at a time. */
+interface Link {
+  t: tls.TLSSocket;
+  peer: PeerInfo;
+  assurance: string | undefined;
+  /** the secure context and SVID state it was made with (a rotation retires the link) */
+  ctx: tls.SecureContext;
+  state: SvidState;
+  /** the peer leaf's notAfter (ms): a link is not reused past it */
+  peerNotAfter: number;
+  parser: FrameParser;
+  stream: Conn | undefined;
+  closed: boolean;
+  poolTimer: NodeJS.Timeout | undefined;
+  /** set by the link's owner while a stream runs: the TLS connection ended ("end" = orderly) */
+  onClosed: ((orderly: boolean, why: string) => void) | undefined;
+  /** corked until the end of this tick (frames of one tick leave in one write) */
+  corked: boolean;
+}
+
+const IDLE_HANDLER: FrameHandler = {
+  data() {
+    throw new StreamProtocolError("DATA outside a stream");
+  },
+  control(type) {
+    throw new StreamProtocolError(`${frameName(type)} outside a stream`);
+  },
+};
+
+/** Frames written in one tick leave in one write: the link's socket stays corked until the tick ends. */
+function corkTick(link: Link): void {
+  if (link.corked) return;
+  link.corked = true;
+  link.t.cork();
+  process.nextTick(() => {
+    link.corked = false;
+    link.t.uncork();
+  });
+}
+
+const plainCorked = new WeakSet<net.Socket>();
+
+/**
+ * The DATA of one TLS read (a 16 kB record each) leaves to the application in one writev: the socket
+ * stays corked until the end of the tick.
+ */
+function corkPlain(s: net.Socket): void {
+  if (plainCorked.has(s)) return;
+  plainCorked.add(s);
+  s.cork();
+  process.nextTick(() => {
+    plainCorked.delete(s);
+    s.uncork();
+  });
+}
+
+/** Send a DATA frame; returns write()'s answer (false: wait for "drain"). */
+function sendData(link: Link, chunk: Buffer): boolean {
+  const t = link.t;
+  if (t.destroyed || !t.writable) return true;
+  corkTick(link);
+  t.write(frameHeader(F_DATA, chunk.length));
+  return t.write(chunk);
+}
+
+function sendControl(link: Link, type: number, reason = ""): void {
+  const t = link.t;
+  if (t.destroyed || !t.writable) return;
+  corkTick(link);
+  t.write(controlFrame(type, reason));
 }
 
 abstract class TunnelBase {
@@ -212,6 +340,7 @@ abstract class TunnelBase {
   protected readonly log: Logger | undefined;
   protected readonly clock: Clock;
   protected readonly conns = new Set<Conn>();
+  protected readonly links = new Set<Link>();
   protected ctx: tls.SecureContext;
   protected closing = false;
   protected abstract readonly role: "client" | "server";
@@ -232,6 +361,8 @@ abstract class TunnelBase {
     this.#onChange = (s) => {
       try {
         this.ctx = this.buildContext(s);
+        // idle links were verified with the old SVID or bundles: new connections get new handshakes
+        for (const l of [...this.links]) if (!l.stream) this.closeLink(l);
         this.onContextChange();
         this.metrics.svidRotations.inc({ role: this.role });
         this.log?.info(
@@ -308,6 +439,12 @@ abstract class TunnelBase {
       reqHash: undefined,
       resHash: undefined,
       done: false,
+      link: undefined,
+      reused: false,
+      peerNotAfter: 0,
+      sentEnd: false,
+      gotEnd: false,
+      detach: undefined,
     };
   }
 
@@ -345,6 +482,7 @@ abstract class TunnelBase {
     };
     c.peer = peer;
     c.assurance = assuranceOf(v.leaf);
+    c.peerNotAfter = v.leaf.notAfter.getTime();
     if (this.mode === "pq") {
       if (group !== PQ_GROUP) {
         throw refuse(
@@ -360,6 +498,13 @@ abstract class TunnelBase {
         );
       }
     }
+    const why = this.peerCheckFailure(peer);
+    if (why) throw refuse("QHX_TUNNEL_PEER_CHECK", why);
+    return peer;
+  }
+
+  /** The first peer check that fails, with its reason (checks run again for every reused stream). */
+  protected peerCheckFailure(peer: PeerInfo): string | undefined {
     for (const check of this.opts.peerChecks ?? []) {
       let r: PeerCheckResult;
       try {
@@ -367,15 +512,13 @@ abstract class TunnelBase {
       } catch (e) {
         r = { ok: false, reason: `peer check failed: ${(e as Error).message}` };
       }
-      if (!r.ok) throw refuse("QHX_TUNNEL_PEER_CHECK", r.reason);
+      if (!r.ok) return r.reason;
     }
-    return peer;
+    return undefined;
   }
 
-  /** Pipe both directions (hashing when a sink is configured); close both when either closes. */
-  protected splice(c: Conn, reqSrc: net.Socket, resSrc: net.Socket): void {
-    const t = c.tls!;
-    const p = c.plain!;
+  /** Count the connection (or stream) as established: active gauge; hashes when recording. */
+  protected markEstablished(c: Conn): void {
     c.established = true;
     const peer = c.peer!;
     const activeLabels = {
@@ -387,13 +530,21 @@ abstract class TunnelBase {
     };
     this.metrics.active.inc(activeLabels);
     c.activeLabels = activeLabels;
+    if (this.opts.recordSink) {
+      c.reqHash = crypto.createHash("sha256");
+      c.resHash = crypto.createHash("sha256");
+    }
+  }
+
+  /** Pipe both directions (hashing when a sink is configured); close both when either closes. */
+  protected splice(c: Conn, reqSrc: net.Socket, resSrc: net.Socket): void {
+    const t = c.tls!;
+    const p = c.plain!;
+    this.markEstablished(c);
     const idle = this.opts.idleTimeoutMs ?? 300_000;
     t.setTimeout(idle);
-    if (this.opts.recordSink) {
-      const rh = crypto.createHash("sha256");
-      const sh = crypto.createHash("sha256");
-      c.reqHash = rh;
-      c.resHash = sh;
+    if (c.reqHash && c.resHash) {
+      const [rh, sh] = [c.reqHash, c.resHash];
       reqSrc.on("data", (b: Buffer) => rh.update(b));
       resSrc.on("data", (b: Buffer) => sh.update(b));
     }
@@ -461,6 +612,7 @@ abstract class TunnelBase {
     };
     if (c.closeReason) rec.closeReason = c.closeReason;
     if (c.resumed) rec.resumed = true;
+    if (c.reused) rec.reused = true;
     try {
       sink.record(rec);
     } catch (e) {
@@ -485,6 +637,79 @@ abstract class TunnelBase {
     );
   }
 
+  /** A verified TLS connection that negotiated qhx-streams/1 (c: the connection that made it). */
+  protected newLink(t: tls.TLSSocket, c: Conn): Link {
+    const link: Link = {
+      t,
+      peer: c.peer!,
+      assurance: c.assurance,
+      ctx: this.ctx,
+      state: c.state,
+      peerNotAfter: c.peerNotAfter,
+      parser: new FrameParser(IDLE_HANDLER),
+      stream: undefined,
+      closed: false,
+      poolTimer: undefined,
+      onClosed: undefined,
+      corked: false,
+    };
+    this.links.add(link);
+    const gone = (orderly: boolean, why: string) => {
+      if (!link.closed) this.closeLink(link, !orderly);
+      const cb = link.onClosed;
+      if (link.stream && cb) {
+        link.onClosed = undefined;
+        cb(orderly, why);
+      }
+    };
+    t.on("data", (b: Buffer) => {
+      if (link.closed) return;
+      try {
+        link.parser.push(b);
+      } catch (e) {
+        const why = `protocol error: ${(e as Error).message}`;
+        this.log?.warn(
+          { peer: link.peer.spiffeId, role: this.role, err: why },
+          "tunnel stream protocol error",
+        );
+        if (link.stream) link.stream.closeReason ||= why;
+        sendControl(link, F_RESET, why);
+        this.closeLink(link);
+        gone(false, why);
+      }
+    });
+    t.on("end", () => gone(true, "the peer closed the tunnel connection"));
+    t.on("error", (e: NodeJS.ErrnoException) => gone(false, e.code ?? e.message));
+    t.on("close", () => gone(false, "the tunnel connection closed"));
+    t.on("timeout", () => {
+      const s = link.stream;
+      if (s) {
+        s.closeReason ||= "idle timeout";
+        sendControl(link, F_RESET, "idle timeout");
+      }
+      this.closeLink(link, true);
+      gone(false, "idle timeout");
+    });
+    t.setTimeout(this.opts.idleTimeoutMs ?? 300_000);
+    return link;
+  }
+
+  /** A link ended (either side): forget it (the client drops it from its pool). */
+  protected linkGone(link: Link): void {
+    clearTimeout(link.poolTimer);
+  }
+
+  /** End a link (TLS close_notify, then the socket); at once with `now`. */
+  protected closeLink(link: Link, now = false): void {
+    const was = link.closed;
+    link.closed = true;
+    this.links.delete(link);
+    clearTimeout(link.poolTimer);
+    if (now) link.t.destroy();
+    else lingerClose(link.t);
+    if (!was) this.linkGone(link);
+  }
+
   /**
    * Stop accepting, let established connections finish for up to `drainMs`, then close what is left.
    */
@@ -492,6 +717,8 @@ abstract class TunnelBase {
     if (!this.closing) {
       this.closing = true;
       this.opts.source.off("change", this.#onChange);
+      // idle links carry nothing: close them now (a client that just reused one sends its stream again)
+      for (const l of [...this.links]) if (!l.stream) this.closeLink(l);
     }
     const closed = new Promise<void>((r) => (this.server ? this.server.close(() => r()) : r()));
     if (this.conns.size > 0) {
@@ -507,9 +734,11 @@ abstract class TunnelBase {
         c.closeReason ||= "shutdown";
         c.tls?.destroy();
         c.plain?.destroy();
+        if (c.link) this.closeLink(c.link, true);
         this.finish(c);
       }
     }
+    for (const l of [...this.links]) this.closeLink(l, true);
     await closed;
   }
 }
@@ -556,10 +785,11 @@ export class TunnelServer extends TunnelBase {
     };
     const timeoutMs = this.opts.handshakeTimeoutMs ?? 10_000;
     const hsTimer = setTimeout(() => fail("QHX_TUNNEL_HANDSHAKE_TIMEOUT", "handshake timed out"), timeoutMs);
-    raw.once("close", () => {
+    const onRawClose = () => {
       clearTimeout(hsTimer);
       if (!c.established) fail("QHX_TUNNEL_CLOSED", "the peer closed the connection during the handshake");
-    });
+    };
+    raw.once("close", onRawClose);
     readClientHello(raw, timeoutMs).then(
       (hello) => {
         if (c.done) return;
@@ -569,6 +799,11 @@ export class TunnelServer extends TunnelBase {
           secureContext: this.ctx,
           requestCert: true,
           rejectUnauthorized: false,
+          // ALPN only for a client that offers qhx-streams/1: node:tls would refuse a client offering
+          // other protocols only (no_application_protocol), and a plain tunnel selects none
+          ...(this.opts.reuseConnections !== false && hello.alpn.includes(STREAMS_ALPN)
+            ? { ALPNProtocols: [STREAMS_ALPN] }
+            : {}),
         });
         c.tls = t;
         // a server-side TLSSocket reports handshake failures as "_tlsError" (tls.Server turns them into
@@ -621,6 +856,16 @@ export class TunnelServer extends TunnelBase {
             { role: "server", mode: this.mode, group: peer.group, sig_alg: peer.sigAlg, peer: peer.spiffeId },
             (c.handshakeAt - c.startedAt) / 1000,
           );
+          if (t.alpnProtocol === STREAMS_ALPN) {
+            // a QHx client: streams over this connection; the link's own handlers take over
+            raw.off("close", onRawClose);
+            t.off("end", closedEarly);
+            t.off("close", closedEarly);
+            t.off("_tlsError", onError);
+            t.off("error", onError);
+            this.#serveLink(c, t);
+            return;
+          }
           const f = this.options.forward;
           const p = net.connect({ host: f.host, port: f.port, allowHalfOpen: true, noDelay: true });
           c.plain = p;
@@ -646,7 +891,7 @@ export class TunnelServer extends TunnelBase {
             });
             this.splice(c, t, p);
             this.log?.debug(
-              { conn: c.id, peer: peer.spiffeId, group: peer.group, sigAlg: peer.sigAlg },
+              { conn: c.id, peer: peer.spiffeId, group: peer.group, sigAlg: peer.sigAlg, reused: false },
               "tunnel connection",
             );
           });
@@ -654,6 +899,183 @@ export class TunnelServer extends TunnelBase {
       },
       (e: Error) => fail((e as QhxError).code ?? "QHX_TUNNEL_BAD_CLIENT_HELLO", e.message),
     );
+  }
+
+  /**
+   * qhx-streams/1 on a verified connection: each OPEN is a stream, authorized afresh and forwarded to
+   * the application on its own TCP connection. `first` (the accept-time connection) carries the first.
+   */
+  #serveLink(first: Conn, t: tls.TLSSocket): void {
+    first.tls = undefined;
+    const link = this.newLink(t, first);
+    let pending: Conn | undefined = first;
+    link.stream = first;
+    link.onClosed = (_orderly, why) => {
+      first.refusalCode ||= "QHX_TUNNEL_CLOSED";
+      first.reason ||= `the peer opened no stream (${why})`;
+      this.finish(first);
+    };
+    const expectOpen: FrameHandler = {
+      data() {
+        throw new StreamProtocolError("DATA before OPEN");
+      },
+      control: (type) => {
+        if (type !== F_OPEN) throw new StreamProtocolError(`${frameName(type)} before OPEN`);
+        let c = pending;
+        pending = undefined;
+        if (!c) {
+          // draining, or a rotation retired the link: close without starting the stream (the client
+          // sees an orderly close before ACCEPT and sends the stream again on a new connection)
+          if (this.closing || link.ctx !== this.ctx) {
+            this.closeLink(link);
+            return;
+          }
+          c = this.newConn();
+          c.reused = true;
+          c.state = link.state;
+          c.peer = link.peer;
+          const max = this.opts.maxConnections ?? 1024;
+          if (this.conns.size >= max) {
+            c.refusalCode = "QHX_TUNNEL_CONNECTION_LIMIT";
+            c.reason = `connection limit (${max}) reached`;
+            sendControl(link, F_REFUSE, c.reason);
+            this.closeLink(link);
+            this.logRefusal(c, t.remoteAddress);
+            this.finish(c);
+            return;
+          }
+          this.conns.add(c);
+          this.metrics.reused.inc({ role: "server" });
+        }
+        this.#serverStream(link, c, expectOpen);
+      },
+    };
+    link.parser.handler = expectOpen;
+  }
+
+  #serverStream(link: Link, c: Conn, idleHandler: FrameHandler): void {
+    const t = link.t;
+    link.stream = c;
+    c.link = link;
+    c.peer = link.peer;
+    c.assurance = link.assurance;
+    c.peerNotAfter = link.peerNotAfter;
+    const abort = (why: string) => {
+      if (link.stream === c) {
+        link.stream = undefined;
+        link.onClosed = undefined;
+        sendControl(link, F_RESET, why);
+        this.closeLink(link);
+      }
+    };
+    if (c.reused) {
+      // a fresh decision for every stream: peer checks (crypto policy) and policy may have changed
+      const failed = this.peerCheckFailure(link.peer);
+      const d = failed ? { decision: "deny" as const, reason: failed } : this.#authorize(c, link.peer);
+      c.reason = d.reason;
+      c.decision = d.decision;
+      if (d.decision === "deny") {
+        c.refusalCode = failed ? "QHX_TUNNEL_PEER_CHECK" : "QHX_TUNNEL_DENIED";
+        link.stream = undefined;
+        sendControl(link, F_REFUSE, d.reason);
+        this.closeLink(link);
+        this.logRefusal(c, t.remoteAddress);
+        this.finish(c);
+        return;
+      }
+      c.handshakeAt = this.clock.now().getTime();
+    }
+    const f = this.options.forward;
+    const p = net.connect({ host: f.host, port: f.port, allowHalfOpen: true, noDelay: true });
+    c.plain = p;
+    let held: Buffer[] | undefined = [];
+    const toApp = (b: Buffer) => {
+      c.reqHash?.update(b);
+      corkPlain(p);
+      if (!p.write(b)) t.pause();
+    };
+    const onTDrain = () => p.resume();
+    const onPDrain = () => {
+      if (link.stream === c) t.resume();
+    };
+    t.on("drain", onTDrain);
+    p.on("drain", onPDrain);
+    c.detach = () => {
+      t.off("drain", onTDrain);
+      p.off("drain", onPDrain);
+    };
+    const done = () => {
+      if (!(c.sentEnd && c.gotEnd) || link.stream !== c) return;
+      // over on the wire: the link may carry the next stream (the record waits for the app socket)
+      link.stream = undefined;
+      link.onClosed = undefined;
+      c.detach?.();
+      t.resume();
+      if (this.closing || link.ctx !== this.ctx || link.closed) this.closeLink(link);
+      else link.parser.handler = idleHandler;
+    };
+    link.parser.handler = {
+      data: (b) => {
+        if (c.gotEnd) throw new StreamProtocolError("DATA after END");
+        if (held) held.push(b);
+        else toApp(b);
+      },
+      control: (type, reason) => {
+        if (type === F_END) {
+          if (c.gotEnd) throw new StreamProtocolError("END twice");
+          c.gotEnd = true;
+          if (!held) p.end();
+          done();
+        } else if (type === F_RESET) {
+          c.closeReason ||= `reset by the client: ${reason}`;
+          link.stream = undefined;
+          this.closeLink(link);
+          p.destroy();
+        } else throw new StreamProtocolError(`${frameName(type)} inside a stream`);
+      },
+    };
+    link.onClosed = (_orderly, why) => {
+      c.closeReason ||= why;
+      p.destroy();
+    };
+    p.on("error", (e: NodeJS.ErrnoException) => {
+      if (held) {
+        c.closeReason = `forward to ${f.host}:${f.port} failed: ${e.code ?? e.message}`;
+        this.log?.error({ conn: c.id, err: e.code ?? e.message }, "tunnel forward failed");
+      } else c.closeReason ||= e.code ?? e.message;
+    });
+    p.once("connect", () => {
+      if (link.stream !== c) {
+        p.destroy();
+        return;
+      }
+      this.markEstablished(c);
+      sendControl(link, F_ACCEPT);
+      const early = held!;
+      held = undefined;
+      for (const b of early) toApp(b);
+      if (c.gotEnd) p.end();
+      const peer = c.peer!;
+      this.log?.debug(
+        { conn: c.id, peer: peer.spiffeId, group: peer.group, sigAlg: peer.sigAlg, reused: c.reused },
+        "tunnel connection",
+      );
+    });
+    p.on("data", (b: Buffer) => {
+      c.resHash?.update(b);
+      if (!sendData(link, b)) p.pause();
+    });
+    p.on("end", () => {
+      if (link.stream !== c) return;
+      c.sentEnd = true;
+      sendControl(link, F_END);
+      done();
+    });
+    p.on("close", () => {
+      if (!(c.sentEnd && c.gotEnd)) abort(c.closeReason || "the application closed the connection");
+      c.detach?.();
+      this.finish(c);
+    });
   }
 
   #authorize(c: Conn, peer: PeerInfo): { decision: "allow" | "deny"; reason: string } {
@@ -706,9 +1128,23 @@ export class TunnelClient extends TunnelBase {
   readonly options: TunnelClientOptions;
   /** The last TLS session ticket from a verified server, with the chain verified in that handshake. */
   #session: { ticket: Buffer; chainDer: Uint8Array[] } | undefined;
+  /** Idle qhx-streams/1 links, newest last. */
+  #pool: Link[] = [];
 
   protected override onContextChange(): void {
     this.#session = undefined;
+    for (const l of this.#pool.splice(0)) this.closeLink(l);
+  }
+
+  protected override linkGone(link: Link): void {
+    super.linkGone(link);
+    const i = this.#pool.indexOf(link);
+    if (i >= 0) this.#pool.splice(i, 1);
+  }
+
+  /** Idle links kept for reuse (tests, metrics). */
+  get pooledConnections(): number {
+    return this.#pool.length;
   }
 
   constructor(opts: TunnelClientOptions) {
@@ -725,6 +1161,11 @@ export class TunnelClient extends TunnelBase {
     return this.listenOn(server, this.options.listen);
   }
 
+  override async close(opts: { drainMs?: number } = {}): Promise<void> {
+    for (const l of this.#pool.splice(0)) this.closeLink(l);
+    return super.close(opts);
+  }
+
   protected byteCounts(c: Conn): { reqBytes: number; resBytes: number } {
     return { reqBytes: c.plain?.bytesRead ?? 0, resBytes: c.plain?.bytesWritten ?? 0 };
   }
@@ -739,19 +1180,81 @@ export class TunnelClient extends TunnelBase {
     local.on("error", (e: NodeJS.ErrnoException) => {
       c.closeReason ||= e.code ?? e.message;
     });
+    const link = this.#takeLink();
+    if (link) {
+      c.reused = true;
+      this.metrics.reused.inc({ role: "client" });
+      this.#stream(c, link, undefined);
+      return;
+    }
+    this.#connect(c, undefined);
+  }
+
+  /** A pooled link still fit to carry a stream (same SVID and bundles, peer SVID valid, not too old). */
+  #takeLink(): Link | undefined {
+    const now = this.clock.now().getTime();
+    while (this.#pool.length > 0) {
+      const l = this.#pool.pop()!;
+      clearTimeout(l.poolTimer);
+      // a link that no longer passes the peer checks (crypto policy changed) is retired: the new
+      // handshake that follows refuses, and records why
+      if (
+        l.closed ||
+        l.t.destroyed ||
+        l.ctx !== this.ctx ||
+        l.peerNotAfter <= now ||
+        this.peerCheckFailure(l.peer)
+      ) {
+        this.closeLink(l);
+        continue;
+      }
+      return l;
+    }
+    return undefined;
+  }
+
+  /** A link whose stream ended cleanly: keep it for the next application connection, or close it. */
+  #release(link: Link): void {
+    const o = this.options;
+    if (
+      this.closing ||
+      link.closed ||
+      link.ctx !== this.ctx ||
+      link.peerNotAfter <= this.clock.now().getTime() ||
+      this.#pool.length >= (o.maxIdleConnections ?? 32)
+    ) {
+      this.closeLink(link);
+      return;
+    }
+    this.#pool.push(link);
+    link.poolTimer = setTimeout(() => this.closeLink(link), o.poolIdleMs ?? 30_000);
+    link.poolTimer.unref();
+  }
+
+  /**
+   * A new TLS connection for `c`. `replay`: what the application already sent on a pooled link that
+   * turned out closed before the server accepted the stream (sent again here, in order).
+   */
+  #connect(c: Conn, replay: { chunks: Buffer[]; ended: boolean } | undefined): void {
+    const local = c.plain!;
+    let handshaking = true;
     const fail = (code: string, reason: string) => {
       if (c.done) return;
+      handshaking = false;
+      c.established = false;
       c.refusalCode ||= code;
       c.reason ||= reason;
       this.logRefusal(c, local.remoteAddress);
       this.finish(c);
     };
     const o = this.options;
+    const reuse = o.reuseConnections !== false;
     const t = tls.connect({
       host: o.connect.host,
       port: o.connect.port,
       secureContext: this.ctx,
       ...(this.#session ? { session: this.#session.ticket } : {}),
+      ...(reuse ? { ALPNProtocols: [STREAMS_ALPN] } : {}),
       rejectUnauthorized: false,
       checkServerIdentity: () => undefined,
       allowHalfOpen: true,
@@ -761,20 +1264,15 @@ export class TunnelClient extends TunnelBase {
     const ctxAtConnect = this.ctx;
     const offered = this.#session;
     let pending: Buffer | undefined;
+    let verified: Uint8Array[] | undefined;
     const keepTicket = () => {
       // keep a ticket only from a verified server, and only for the context it was made with
-      if (
-        pending &&
-        c.decision === "allow" &&
-        c.peer &&
-        ctxAtConnect === this.ctx &&
-        o.resumeSessions !== false
-      ) {
-        this.#session = { ticket: pending, chainDer: c.peer.chainDer };
+      if (pending && verified && ctxAtConnect === this.ctx && o.resumeSessions !== false) {
+        this.#session = { ticket: pending, chainDer: verified };
         pending = undefined;
       }
     };
-    // the ticket may arrive before "secureConnect" (same read as the server's Finished)
+    // the ticket may arrive before "secureConnect" (same read as the server's Finished), or later
     t.on("session", (ticket: Buffer) => {
       pending = ticket;
       keepTicket();
@@ -782,14 +1280,14 @@ export class TunnelClient extends TunnelBase {
     t.setTimeout(this.opts.handshakeTimeoutMs ?? 10_000);
     const onHsTimeout = () => fail("QHX_TUNNEL_HANDSHAKE_TIMEOUT", "handshake timed out");
     t.once("timeout", onHsTimeout);
-    local.once("close", () => {
-      if (!c.established) {
-        c.closeReason ||= "the local application closed before the tunnel was up";
-        fail("QHX_TUNNEL_CLOSED", "the local application closed during the handshake");
-      }
-    });
-    t.on("error", (e: NodeJS.ErrnoException) => {
-      if (c.established) {
+    const onLocalClose = () => {
+      if (!handshaking) return;
+      c.closeReason ||= "the local application closed before the tunnel was up";
+      fail("QHX_TUNNEL_CLOSED", "the local application closed during the handshake");
+    };
+    local.once("close", onLocalClose);
+    const onError = (e: NodeJS.ErrnoException) => {
+      if (!handshaking) {
         c.closeReason ||= e.code ?? e.message;
         return;
       }
@@ -797,9 +1295,10 @@ export class TunnelClient extends TunnelBase {
         e.code === "ECONNREFUSED" ? "QHX_TUNNEL_UNREACHABLE" : "QHX_TUNNEL_TLS",
         `TLS connection failed: ${e.message}`,
       );
-    });
+    };
+    t.on("error", onError);
     const closedEarly = () => {
-      if (!c.established) fail("QHX_TUNNEL_CLOSED", "the server closed the connection during the handshake");
+      if (handshaking) fail("QHX_TUNNEL_CLOSED", "the server closed the connection during the handshake");
     };
     t.once("end", closedEarly);
     t.once("close", closedEarly);
@@ -824,7 +1323,13 @@ export class TunnelClient extends TunnelBase {
         fail((e as QhxError).code ?? "QHX_TUNNEL_FAILED", (e as Error).message);
         return;
       }
+      handshaking = false;
+      local.off("close", onLocalClose);
+      t.off("timeout", onHsTimeout);
+      t.off("end", closedEarly);
+      t.off("close", closedEarly);
       c.resumed = t.isSessionReused();
+      verified = c.peer!.chainDer;
       keepTicket();
       c.handshakeAt = this.clock.now().getTime();
       const peer = c.peer!;
@@ -832,13 +1337,152 @@ export class TunnelClient extends TunnelBase {
         { role: "client", mode: this.mode, group: peer.group, sig_alg: peer.sigAlg, peer: peer.spiffeId },
         (c.handshakeAt - c.startedAt) / 1000,
       );
-      t.off("timeout", onHsTimeout);
+      if (t.alpnProtocol === STREAMS_ALPN) {
+        t.off("error", onError);
+        c.tls = undefined;
+        this.#stream(c, this.newLink(t, c), replay);
+        return;
+      }
       t.on("timeout", () => {
         c.closeReason ||= "idle timeout";
         t.destroy();
       });
+      for (const b of replay?.chunks ?? []) t.write(b);
       this.splice(c, local, t);
       local.resume();
     });
+  }
+
+  /** Run application connection `c` as a stream over `link` (qhx-streams/1). */
+  #stream(c: Conn, link: Link, replay: { chunks: Buffer[]; ended: boolean } | undefined): void {
+    const local = c.plain!;
+    const t = link.t;
+    clearTimeout(link.poolTimer);
+    link.stream = c;
+    c.link = link;
+    c.peer = link.peer;
+    c.assurance = link.assurance;
+    c.peerNotAfter = link.peerNotAfter;
+    c.decision = "allow";
+    c.reason = "server identity matches";
+    if (c.reused) c.handshakeAt = this.clock.now().getTime();
+    if (!c.established) this.markEstablished(c);
+    let accepted = false;
+    // On a pooled link, what the application sent before ACCEPT is kept: should the server have closed
+    // the link before reading the OPEN (idle close, shutdown), the stream goes out again on a new one.
+    let unacked: Buffer[] | undefined = c.reused ? [] : undefined;
+    let unackedBytes = 0;
+    sendControl(link, F_OPEN);
+    for (const b of replay?.chunks ?? []) sendData(link, b);
+    if (replay?.ended) sendControl(link, F_END);
+    const abort = (why: string) => {
+      if (link.stream === c) {
+        link.stream = undefined;
+        link.onClosed = undefined;
+        sendControl(link, F_RESET, why);
+        this.closeLink(link);
+      }
+    };
+    const done = () => {
+      if (!(c.sentEnd && c.gotEnd) || link.stream !== c) return;
+      link.stream = undefined;
+      link.onClosed = undefined;
+      link.parser.handler = IDLE_HANDLER;
+      t.off("drain", onTDrain);
+      t.resume();
+      this.#release(link);
+    };
+    const onData = (b: Buffer) => {
+      c.reqHash?.update(b);
+      if (unacked) {
+        unacked.push(b);
+        unackedBytes += b.length;
+        if (unackedBytes > MAX_UNACKED) local.pause();
+      }
+      if (!sendData(link, b)) local.pause();
+    };
+    const onEnd = () => {
+      c.sentEnd = true;
+      sendControl(link, F_END);
+      done();
+    };
+    const onTDrain = () => {
+      if (!unacked || unackedBytes <= MAX_UNACKED) local.resume();
+    };
+    const onLocalDrain = () => {
+      if (link.stream === c) t.resume();
+    };
+    const onLocalClose = () => {
+      if (!(c.sentEnd && c.gotEnd)) {
+        c.closeReason ||= "the local application closed the connection";
+        abort("the application closed the connection");
+      }
+      c.detach?.();
+      this.finish(c);
+    };
+    c.detach = () => {
+      local.off("data", onData);
+      local.off("end", onEnd);
+      local.off("drain", onLocalDrain);
+      local.off("close", onLocalClose);
+      t.off("drain", onTDrain);
+    };
+    link.parser.handler = {
+      data: (b) => {
+        if (!accepted || c.gotEnd)
+          throw new StreamProtocolError(`DATA ${accepted ? "after END" : "before ACCEPT"}`);
+        c.resHash?.update(b);
+        corkPlain(local);
+        if (!local.write(b)) t.pause();
+      },
+      control: (type, reason) => {
+        if (type === F_ACCEPT && !accepted) {
+          accepted = true;
+          if (unacked) {
+            unacked = undefined;
+            if (local.isPaused() && !t.writableNeedDrain) local.resume();
+          }
+        } else if (type === F_END && accepted && !c.gotEnd) {
+          c.gotEnd = true;
+          local.end();
+          done();
+        } else if (type === F_REFUSE && !accepted) {
+          c.established = false;
+          c.decision = "deny";
+          c.refusalCode = "QHX_TUNNEL_DENIED";
+          c.reason = `the server refused the connection: ${reason}`;
+          this.logRefusal(c, local.remoteAddress);
+          link.stream = undefined;
+          link.onClosed = undefined;
+          this.closeLink(link);
+          local.destroy();
+        } else if (type === F_RESET) {
+          c.closeReason ||= `reset by the server: ${reason}`;
+          link.stream = undefined;
+          link.onClosed = undefined;
+          this.closeLink(link);
+          local.destroy();
+        } else throw new StreamProtocolError(`unexpected ${frameName(type)}`);
+      },
+    };
+    link.onClosed = (orderly, why) => {
+      if (orderly && unacked && !accepted && !this.closing) {
+        // the server closed this pooled link before it read the OPEN: it never started the stream
+        const again = { chunks: unacked, ended: c.sentEnd };
+        c.detach?.();
+        c.reused = false;
+        c.link = undefined;
+        this.#connect(c, again);
+        return;
+      }
+      c.closeReason ||= why;
+      local.destroy();
+    };
+    local.on("data", onData);
+    local.on("end", onEnd);
+    local.on("drain", onLocalDrain);
+    local.on("close", onLocalClose);
+    t.on("drain", onTDrain);
+    if (!c.sentEnd) local.resume();
   }
 }

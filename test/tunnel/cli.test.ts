@@ -101,7 +101,7 @@ const server = (mode: string, svidDir: string, extra: string[] = []) =>
     CID,
     ...extra,
   ]);
-const client = (mode: string, svidDir: string, to: number) =>
+const client = (mode: string, svidDir: string, to: number, extra: string[] = []) =>
   start([
     "client",
     "--mode",
@@ -112,6 +112,7 @@ const client = (mode: string, svidDir: string, to: number) =>
     `127.0.0.1:${to}`,
     "--server-id",
     SID,
+    ...extra,
   ]);
 
 function curl(port: number): { status: number | null; body: string } {
@@ -153,7 +154,9 @@ beforeAll(async () => {
   ]);
   [mtlsClient, pqClient] = await Promise.all([
     client("mtls", dirs.cliP, mtlsServer.port),
-    client("pq", dirs.cliM, pqServer.port),
+    // the pq pair runs one TLS connection per application connection (the tshark test needs a handshake
+    // per connection); the mtls pair carries successive connections over one (qhx-streams/1)
+    client("pq", dirs.cliM, pqServer.port, ["--no-connection-reuse"]),
   ]);
 }, 120_000);
 
@@ -188,6 +191,13 @@ describe("curl -> tunnel client -> tunnel server -> python http.server", () => {
           `qhx_tunnel_handshake_seconds_count\\{role="server",mode="${mode}",group="X25519MLKEM768",sig_alg="${alg}",peer="${CID}"\\} [1-9]`,
         ),
       );
+      // a second request: over the same TLS connection in mtls (reuse), over a new one in pq
+      const again = waitForLog(s.child.stdout!, "tunnel connection");
+      expect(curl(c.port).body).toBe("served by an unmodified python http.server\n");
+      expect(await again).toMatchObject({ peer: CID, reused: mode === "mtls" });
+      const text2 = await (await fetch(`http://${metricsAt}/metrics`)).text();
+      const reused = /qhx_tunnel_reused_connections_total\{role="server"\} (\d+)/.exec(text2);
+      expect(Number(reused?.[1] ?? 0) > 0).toBe(mode === "mtls");
     });
   }
 });

@@ -21,7 +21,7 @@ const key = svid.key.export({ type: "pkcs8", format: "pem" }) as string;
 const cert = toPemChain(svid.chainDer);
 
 /** Capture a real ClientHello from node:tls with these groups, and the group the server then negotiates. */
-async function capture(ecdhCurve: string, serverGroups: readonly string[]) {
+async function capture(ecdhCurve: string, serverGroups: readonly string[], alpn?: string[]) {
   const ctx = tls.createSecureContext({
     key,
     cert,
@@ -47,6 +47,7 @@ async function capture(ecdhCurve: string, serverGroups: readonly string[]) {
       host: "127.0.0.1",
       ecdhCurve,
       rejectUnauthorized: false,
+      ...(alpn ? { ALPNProtocols: alpn } : {}),
     });
     c.on("secureConnect", () => resolve(normalizeGroup((c.getEphemeralKeyInfo() as { name: string }).name)));
     c.on("data", () => {});
@@ -84,6 +85,12 @@ describe("parseClientHello and selectGroup against node:tls (OpenSSL 3.5)", () =
     expect(none.negotiated).toBe("");
   });
 
+  it("reads the ALPN protocols the client offers, in order", async () => {
+    const { info } = await capture("X25519MLKEM768", MODE_GROUPS.pq, ["qhx-streams/1", "h2"]);
+    expect(info.alpn).toEqual(["qhx-streams/1", "h2"]);
+    expect((await capture("X25519", MODE_GROUPS.mtls)).info.alpn).toEqual([]);
+  });
+
   it("reads a ClientHello split across TCP segments and records", async () => {
     const { raw } = await capture("X25519MLKEM768", MODE_GROUPS.pq);
     expect(parseClientHello(raw.subarray(0, 3))).toBeNull();
@@ -104,7 +111,12 @@ describe("parseClientHello rejects what is not a ClientHello", () => {
   };
   const minimal = [3, 3, ...new Array(32).fill(0), 0, 0, 2, 0x13, 0x01, 1, 0];
   it("accepts a minimal ClientHello without extensions", () => {
-    expect(parseClientHello(hs(minimal))).toEqual({ supportedGroups: [], keyShareGroups: [], versions: [] });
+    expect(parseClientHello(hs(minimal))).toEqual({
+      supportedGroups: [],
+      keyShareGroups: [],
+      versions: [],
+      alpn: [],
+    });
   });
   const bad: [string, Buffer, RegExp][] = [
     ["plain HTTP", Buffer.from("GET / HTTP/1.1\r\n\r\n"), /not a TLS handshake record/],
@@ -121,6 +133,9 @@ describe("parseClientHello rejects what is not a ClientHello", () => {
       /key_share entry/,
     ],
     ["a bad supported_versions", hs([...minimal, 0, 7, 0, 43, 0, 3, 5, 3, 4]), /supported_versions/],
+    ["an empty ALPN name", hs([...minimal, 0, 7, 0, 16, 0, 3, 0, 1, 0]), /ALPN protocol name/],
+    ["an ALPN name overrunning", hs([...minimal, 0, 8, 0, 16, 0, 4, 0, 2, 5, 0x68]), /ALPN protocol name/],
+    ["a bad ALPN list length", hs([...minimal, 0, 7, 0, 16, 0, 3, 0, 9, 1]), /application_layer/],
   ];
   for (const [what, buf, re] of bad) {
     it(`rejects ${what}`, () => {

@@ -454,8 +454,10 @@ describe("rotation and bundle updates", () => {
 });
 
 describe("TLS 1.3 session resumption (client side)", () => {
+  // one TLS connection per application connection here (with reuse, later connections need no handshake)
+  const noReuse = { reuseConnections: false };
   it("resumes with a verified server, verifies its chain again, and forgets the ticket on rotation", async () => {
-    const p = await pair();
+    const p = await pair({ client: noReuse });
     for (let i = 0; i < 3; i++) expect((await roundTrip(p.port, `r${i}`)).toString()).toBe(`r${i}`);
     const recs = await p.sink.waitFor(6);
     const client = recs.filter((r) => r.role === "client");
@@ -475,24 +477,134 @@ describe("TLS 1.3 session resumption (client side)", () => {
     expect(after.peerCertSha256).toBe(sha(next.chainDer[0]!));
   });
 
-  it("a resumed session is refused once the server's remembered chain no longer verifies (expiry)", async () => {
-    const clock = new FakeClock(Date.now());
-    const p = await pair({ client: { clock } });
-    expect((await roundTrip(p.port, "a")).toString()).toBe("a");
-    // the server's SVID (1 h) has expired by the client's clock: the ticket must not bypass verification
-    clock.advance(2 * 3_600_000);
-    expect((await roundTrip(p.port, "b")).length).toBe(0);
-    const c = (await p.sink.waitFor(3)).filter((r) => r.role === "client").at(-1)!;
-    expect(c.decision).toBe("deny");
-    expect(c.reason).toMatch(/expired/i);
-  });
+  for (const reuseConnections of [false, true]) {
+    it(`a resumed session (or a pooled connection: ${reuseConnections}) is refused once the server's chain no longer verifies (expiry)`, async () => {
+      const clock = new FakeClock(Date.now());
+      const p = await pair({ client: { clock, reuseConnections } });
+      expect((await roundTrip(p.port, "a")).toString()).toBe("a");
+      expect(p.client.pooledConnections).toBe(reuseConnections ? 1 : 0);
+      // the server's SVID (1 h) has expired by the client's clock: neither the ticket nor the pooled
+      // connection may bypass verification
+      clock.advance(2 * 3_600_000);
+      expect((await roundTrip(p.port, "b")).length).toBe(0);
+      const c = (await p.sink.waitFor(3)).filter((r) => r.role === "client").at(-1)!;
+      expect(c.decision).toBe("deny");
+      expect(c.reason).toMatch(/expired/i);
+    });
+  }
 
   it("can be turned off", async () => {
-    const p = await pair({ client: { resumeSessions: false } });
+    const p = await pair({ client: { resumeSessions: false, ...noReuse } });
     for (let i = 0; i < 2; i++) await roundTrip(p.port, "x");
     const recs = await p.sink.waitFor(4);
     expect(recs.some((r) => r.resumed)).toBe(false);
   });
+});
+
+describe("connection reuse (qhx-streams/1)", () => {
+  const metricValue = async (m: { get(): Promise<{ values: { value: number }[] }> }) =>
+    (await m.get()).values.reduce((a, v) => a + v.value, 0);
+
+  it("carries successive connections over one verified TLS connection, one record each", async () => {
+    const p = await pair();
+    const payloads = ["first", crypto.randomBytes(1 << 20), "third"].map((x) => Buffer.from(x));
+    for (const b of payloads) expect((await roundTrip(p.port, b)).equals(b)).toBe(true);
+    const recs = await p.sink.waitFor(6);
+    for (const role of ["client", "server"] as const) {
+      const mine = recs.filter((r) => r.role === role);
+      expect(mine.map((r) => Boolean(r.reused))).toEqual([false, true, true]);
+      expect(mine.map((r) => r.requestBytes)).toEqual(payloads.map((b) => b.length));
+      expect(mine.map((r) => r.requestSha256)).toEqual(payloads.map((b) => sha(b)));
+      expect(mine.map((r) => r.responseSha256)).toEqual(payloads.map((b) => sha(b)));
+      expect(mine.every((r) => r.decision === "allow" && r.peerChainDer.length > 0)).toBe(true);
+    }
+    const hs = (await p.server.metrics.handshake.get()).values.find((v) => v.metricName?.endsWith("_count"));
+    expect(hs?.value).toBe(1);
+    expect(await metricValue(p.server.metrics.reused)).toBe(2);
+    expect(await metricValue(p.client.metrics.reused)).toBe(2);
+    expect(p.client.pooledConnections).toBe(1);
+  });
+
+  it("decides every stream afresh: a peer taken off the allow-list is refused on a pooled connection", async () => {
+    const p = await pair();
+    expect((await roundTrip(p.port, "ok")).toString()).toBe("ok");
+    p.server.options.allow!.splice(0);
+    expect((await roundTrip(p.port, "no")).length).toBe(0);
+    const recs = await p.sink.waitFor(4);
+    const [c, s] = [recs.filter((r) => r.role === "client")[1]!, recs.filter((r) => r.role === "server")[1]!];
+    expect(s).toMatchObject({ decision: "deny", reused: true, requestBytes: 0 });
+    expect(s.reason).toMatch(/not in the allow-list/);
+    expect(c.decision).toBe("deny");
+    expect(c.reason).toMatch(/refused the connection: .*not in the allow-list/);
+    expect(p.client.pooledConnections).toBe(0);
+  });
+
+  it("an application that speaks first reaches the client over a pooled connection", async () => {
+    const banner = net.createServer((c) => c.end("220 ready\n"));
+    await new Promise<void>((r) => banner.listen(0, "127.0.0.1", () => r()));
+    cleanups.push(() => new Promise((r) => banner.close(r)));
+    const p = await pair({
+      server: { forward: { host: "127.0.0.1", port: (banner.address() as net.AddressInfo).port } },
+    });
+    const listen = () =>
+      new Promise<string>((resolve, reject) => {
+        const c = net.connect({ port: p.port, host: "127.0.0.1", allowHalfOpen: true });
+        let got = "";
+        c.on("data", (b) => (got += b));
+        c.on("end", () => c.end());
+        c.on("close", () => resolve(got));
+        c.on("error", reject);
+      });
+    expect(await listen()).toBe("220 ready\n");
+    expect(await listen()).toBe("220 ready\n");
+    const recs = await p.sink.waitFor(4);
+    expect(recs.filter((r) => r.role === "server").map((r) => Boolean(r.reused))).toEqual([false, true]);
+  });
+
+  it("an application reset aborts the stream and retires the TLS connection", async () => {
+    const rst = net.createServer((c) => c.once("data", () => c.resetAndDestroy()));
+    await new Promise<void>((r) => rst.listen(0, "127.0.0.1", () => r()));
+    cleanups.push(() => new Promise((r) => rst.close(r)));
+    const p = await pair({
+      server: { forward: { host: "127.0.0.1", port: (rst.address() as net.AddressInfo).port } },
+    });
+    expect((await roundTrip(p.port, "x")).length).toBe(0);
+    const recs = await p.sink.waitFor(2);
+    expect(recs.find((r) => r.role === "server")!.closeReason).toBe("ECONNRESET");
+    expect(recs.find((r) => r.role === "client")!.closeReason).toMatch(/reset by the server: ECONNRESET/);
+    expect(p.client.pooledConnections).toBe(0);
+  });
+
+  it("retires pooled connections when either side's SVID changes", async () => {
+    const p = await pair();
+    expect((await roundTrip(p.port, "a")).toString()).toBe("a");
+    const srv2 = mkSvid(caP256, SID);
+    p.ssrc.set({ svid: srv2 });
+    expect((await roundTrip(p.port, "b")).toString()).toBe("b");
+    const cli = (await p.sink.waitFor(4)).filter((r) => r.role === "client");
+    expect(cli[1]!.reused).toBeUndefined();
+    expect(cli[1]!.peerCertSha256).toBe(sha(srv2.chainDer[0]!));
+    const cli2 = mkSvid(caP256, CID);
+    p.csrc.set({ svid: cli2 });
+    expect((await roundTrip(p.port, "c")).toString()).toBe("c");
+    const srv = (await p.sink.waitFor(6)).filter((r) => r.role === "server");
+    expect(srv[2]!.reused).toBeUndefined();
+    expect(srv[2]!.peerCertSha256).toBe(sha(cli2.chainDer[0]!));
+  });
+
+  for (const [side, other] of [
+    ["server", "client"],
+    ["client", "server"],
+  ] as const) {
+    it(`a ${side} with reuse turned off gets one TLS connection per application connection`, async () => {
+      const p = await pair({ [side]: { reuseConnections: false } });
+      for (const x of ["1", "2"]) expect((await roundTrip(p.port, x)).toString()).toBe(x);
+      const recs = await p.sink.waitFor(4);
+      expect(recs.some((r) => r.reused)).toBe(false);
+      expect(p.client.pooledConnections).toBe(0);
+      expect(other).toBeTruthy();
+    });
+  }
 });
 
 describe("limits", () => {
