@@ -988,7 +988,9 @@ export class TunnelServer extends TunnelBase {
     const f = this.options.forward;
     const p = net.connect({ host: f.host, port: f.port, allowHalfOpen: true, noDelay: true });
     c.plain = p;
+    // what arrives before the application connection is up (bounded: beyond it the link stops reading)
     let held: Buffer[] | undefined = [];
+    let heldBytes = 0;
     const toApp = (b: Buffer) => {
       c.reqHash?.update(b);
       corkPlain(p);
@@ -1017,8 +1019,11 @@ export class TunnelServer extends TunnelBase {
     link.parser.handler = {
       data: (b) => {
         if (c.gotEnd) throw new StreamProtocolError("DATA after END");
-        if (held) held.push(b);
-        else toApp(b);
+        if (held) {
+          held.push(b);
+          heldBytes += b.length;
+          if (heldBytes > MAX_UNACKED) t.pause();
+        } else toApp(b);
       },
       control: (type, reason) => {
         if (type === F_END) {
@@ -1054,6 +1059,7 @@ export class TunnelServer extends TunnelBase {
       const early = held!;
       held = undefined;
       for (const b of early) toApp(b);
+      if (heldBytes > MAX_UNACKED && !p.writableNeedDrain) t.resume();
       if (c.gotEnd) p.end();
       const peer = c.peer!;
       this.log?.debug(
