@@ -592,6 +592,41 @@ describe("connection reuse (qhx-streams/1)", () => {
     expect(srv[2]!.peerCertSha256).toBe(sha(cli2.chainDer[0]!));
   });
 
+  it("many concurrent connections of random sizes and endings over the pool: every byte, once, in order", async () => {
+    const p = await pair();
+    // 40 rounds of 8 concurrent connections: a mix of empty, small and 300 kB payloads; some read the
+    // whole answer, some reset right after sending (the pool must never carry their bytes into another)
+    let seed = 7;
+    const rnd = () => (seed = (seed * 1103515245 + 12345) & 0x7fffffff) / 0x7fffffff;
+    const sizes = [0, 1, 100, 16_384, 65_537, 300_000];
+    for (let round = 0; round < 40; round++) {
+      await Promise.all(
+        Array.from({ length: 8 }, async () => {
+          const size = sizes[Math.floor(rnd() * sizes.length)]!;
+          const body = crypto.randomBytes(size);
+          if (rnd() < 0.2) {
+            // reset mid-way: connect, write, destroy at once
+            await new Promise<void>((resolve) => {
+              const c = net.connect({ port: p.port, host: "127.0.0.1" }, () => {
+                c.write(body);
+                c.resetAndDestroy();
+              });
+              c.on("close", () => resolve());
+              c.on("error", () => {});
+            });
+            return;
+          }
+          const got = await roundTrip(p.port, body);
+          expect(got.length).toBe(size);
+          expect(got.equals(body)).toBe(true);
+        }),
+      );
+    }
+    const reused = (await p.client.metrics.reused.get()).values.reduce((a, v) => a + v.value, 0);
+    expect(reused).toBeGreaterThan(100);
+    expect(p.client.pooledConnections).toBeLessThanOrEqual(8);
+  });
+
   for (const [side, other] of [
     ["server", "client"],
     ["client", "server"],
