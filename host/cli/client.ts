@@ -6,9 +6,8 @@ import http from "node:http";
 import path from "node:path";
 import { systemClock } from "../core/clock.ts";
 import { QhxError, ValidationError, errorFromAnswer, parseJsonAnswer } from "../core/errors.ts";
-import { handleAdmin } from "../server/admin-api.ts";
-import { parseServerConfig } from "../server/config.ts";
-import { readDataDirInfo, ServerCore } from "../server/core.ts";
+// the offline client loads the server modules on demand (most commands talk to a running server)
+import type { ServerCore } from "../server/core.ts";
 
 export interface AdminClient {
   call<T = Record<string, unknown>>(method: string, path: string, body?: unknown): Promise<T>;
@@ -72,6 +71,10 @@ export class LocalClient implements AdminClient {
     this.core = core;
   }
   static async open(dataDir: string): Promise<LocalClient> {
+    const [{ parseServerConfig }, { readDataDirInfo, ServerCore }] = await Promise.all([
+      import("../server/config.ts"),
+      import("../server/core.ts"),
+    ]);
     const info = readDataDirInfo(dataDir);
     if (!info) {
       throw new QhxError("QHX_NOT_A_DATA_DIR", `${dataDir} is not a QHx server data directory`, {
@@ -102,6 +105,7 @@ export class LocalClient implements AdminClient {
   }
   async call<T>(method: string, path: string, body?: unknown): Promise<T> {
     const url = new URL(path, "http://local");
+    const { handleAdmin } = await import("../server/admin-api.ts");
     const r = await handleAdmin(this.core, { method, path: url.pathname, query: url.searchParams, body });
     if (r.status >= 400) throw errorFromAnswer(r.status, r.body);
     return r.body as T;

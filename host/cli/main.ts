@@ -1,6 +1,9 @@
 /**
  * `qhx`: the command line. Thin: every command parses flags, calls the modules under host/, and prints.
  * Errors print one line (code, cause, hint) on stderr and exit non-zero.
+ *
+ * The modules a command needs (server, agent, demo, Workload API client, …) load when it runs, not at
+ * start-up: `qhx --help` or an admin command does not pay for the whole control plane.
  */
 import { configurePq } from "../crypto/index.ts";
 import crypto from "node:crypto";
@@ -8,19 +11,13 @@ import fs from "node:fs";
 import path from "node:path";
 import { Command, Option } from "commander";
 import { generateKeyPair, parseKeyAlg, SVID_KEY_ALGS } from "../core/alg.ts";
-import { parseSpiffeBundle } from "../core/bundle.ts";
 import { parseDuration, systemClock } from "../core/clock.ts";
 import { formatError, QhxError, ValidationError } from "../core/errors.ts";
-import { validateJwtSvid } from "../core/jwtsvid.ts";
 import { checkSpiffeId, spiffeIdReason } from "../core/spiffeid.ts";
-import { mergeConfig, parseServerConfig, readConfigFile } from "../server/config.ts";
-import { ServerCore } from "../server/core.ts";
 import { writeFileAtomic } from "../server/keymanager/disk.ts";
 import { type Logger, createLogger } from "../server/logger.ts";
 import type { EntryJson } from "../core/entry.ts";
-import { startServer } from "../server/server.ts";
 import { withClient, withConnection } from "./client.ts";
-import { runDemo } from "./demo.ts";
 import { registerPolicyCommands } from "./policy.ts";
 import { registerReceiptCommands } from "./receipt.ts";
 import { registerFederationCommands } from "./federation.ts";
@@ -28,8 +25,6 @@ import { registerTunnelCommands } from "./tunnel.ts";
 import { registerCryptoPolicyCommands } from "./crypto-policy.ts";
 import { registerFilterCommands } from "./filter.ts";
 import { defaultWorkloadSocket, workloadCall } from "./workload-client.ts";
-import { parseAgentConfig } from "../agent/config.ts";
-import { startAgent } from "../agent/run.ts";
 import { toPem } from "../core/pem.ts";
 import { readTlv } from "../core/x509.ts";
 
@@ -217,7 +212,8 @@ export function buildProgram(): Command {
         collect,
       )
       .option("--tpm-pcrs <list>", "PCRs the TPM quote must cover, e.g. 0,1,7 (default 0-7)");
-  const loadServerConfig = (o: Record<string, string | undefined>) => {
+  const loadServerConfig = async (o: Record<string, string | undefined>) => {
+    const { mergeConfig, parseServerConfig, readConfigFile } = await import("../server/config.ts");
     const file = o.config ? readConfigFile(o.config) : {};
     const merged = mergeConfig(file, {
       trust_domain: o.trustDomain,
@@ -265,8 +261,9 @@ Examples:
   qhx server start --trust-domain example.org --data-dir ./data --listen 127.0.0.1:0 --ca-key-type ml-dsa-65`,
     )
     .action(async (o) => {
-      const cfg = loadServerConfig(o);
+      const cfg = await loadServerConfig(o);
       const log = createLogger(cfg.logLevel, "qhx-server");
+      const { startServer } = await import("../server/server.ts");
       await stopOnSignals(startServer(cfg, { clock: systemClock, logger: log }), log);
     });
 
@@ -277,7 +274,8 @@ Examples:
       "\nExample:\n  qhx server init --trust-domain example.org --data-dir ./data --ca-key-type ml-dsa-65",
     )
     .action(async (o) => {
-      const cfg = loadServerConfig(o);
+      const cfg = await loadServerConfig(o);
+      const { ServerCore } = await import("../server/core.ts");
       const core = await ServerCore.open(cfg, { clock: systemClock, create: true });
       try {
         const b = core.ca.trustBundle();
@@ -537,6 +535,10 @@ Example:
           /* the validator reports the malformed token */
         }
       }
+      const [{ parseSpiffeBundle }, { validateJwtSvid }] = await Promise.all([
+        import("../core/bundle.ts"),
+        import("../core/jwtsvid.ts"),
+      ]);
       const b = parseSpiffeBundle(fs.readFileSync(o.bundle, "utf8"), td ?? "unknown");
       const r = await validateJwtSvid(token, {
         audience: o.audience,
@@ -583,6 +585,11 @@ Example:
 Workloads then use SPIFFE_ENDPOINT_SOCKET=unix:///run/qhx/api.sock.`,
     )
     .action(async (o) => {
+      const [{ mergeConfig, readConfigFile }, { parseAgentConfig }, { startAgent }] = await Promise.all([
+        import("../server/config.ts"),
+        import("../agent/config.ts"),
+        import("../agent/run.ts"),
+      ]);
       const file = o.config ? readConfigFile(o.config) : {};
       const merged = mergeConfig(file, {
         server_address: o.server,
@@ -765,6 +772,7 @@ Workloads then use SPIFFE_ENDPOINT_SOCKET=unix:///run/qhx/api.sock.`,
       "two trust domains federated both ways: a cross-domain tunnel and a releasability denial",
     )
     .action(async (o) => {
+      const { runDemo } = await import("./demo.ts");
       process.exitCode = await runDemo({
         keep: Boolean(o.keep),
         ...(typeof o.keep === "string" ? { keepDir: o.keep } : {}),
