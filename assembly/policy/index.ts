@@ -94,7 +94,10 @@ let ancDone1: i32 = 0;
 let ancDone2: i32 = 0;
 
 let nPolicies: i32 = 0;
-let polTab: usize = 0; // rows of 8 words: [effect (1 permit, 2 forbid), bodyPtr, scope prefilter x5, _]
+// rows of 8 words: [effect (1 permit, 2 forbid), bodyPtr, scope prefilter x5, scope index]; the loader
+// writes the first seven (the last as 0), setProgram derives the scope index (see scopeIndex)
+let polTab: usize = 0;
+let indexedVars: i32 = 0; // bit k: some policy's scope index is on variable k
 let outPtr: usize = 0; // [decision, nReasons, nErrors, reasons..., (policy, code)...]
 
 function ensureMemory(end: usize): void {
@@ -160,6 +163,75 @@ export function setProgram(n: i32, table: usize, out: usize): void {
   nPolicies = n;
   polTab = table;
   outPtr = out;
+  indexedVars = 0;
+  for (let i = 0; i < n; i++) {
+    const row = table + (<usize>i << 5);
+    const ix = scopeIndex(<usize>load<i32>(row, 4));
+    store<u32>(row, ix, 28);
+    if (ix != 0) indexedVars |= 1 << ((ix >> 2) & 3); // ix = 32 uid + 16 + 4 k: (ix >> 2) & 3 is k
+  }
+}
+
+// ---- scope index ----
+// Most policies of a large set name their principal (or resource, or action) by `in` in their scope:
+// `principal in Namespace::"td/ns7"`. Such a test never errors, so when it is false and only tests that
+// never error come before it, the policy is certainly not satisfied and raises no error: the policy can
+// be skipped without evaluating its body. setProgram finds one such test per policy (the principal's
+// first, else the resource's, else the action's) and keeps in the row's last word the offset, in the
+// entity slot table, of the mark that says "E is this variable or one of its ancestors" (the mark
+// evalVarIn uses; ensureAncestors sets it for the variable itself too), 0 for none: authorize then
+// decides the test with one load, before the body.
+
+let ixP: i32 = -1;
+let ixA: i32 = -1;
+let ixR: i32 = -1;
+
+/**
+ * Walk the conjuncts of `n` in evaluation order while they cannot error (scope tests: `==`, `is`, `in`
+ * an entity literal or a set of entity literals), noting the first `in <entity>` test per variable.
+ * False once a conjunct that may error is reached (nothing after it may be used).
+ */
+function scanScope(n: usize): bool {
+  let op = load<i32>(n);
+  if (op == OP_MEMO) {
+    n = child(n, 1);
+    op = load<i32>(n);
+  }
+  if (op == OP_AND) return scanScope(child(n, 1)) && scanScope(child(n, 2));
+  if (op == OP_ENTEQ || op == OP_ENTIS) return true;
+  if (op != OP_VARIN) return false;
+  const r = child(n, 2);
+  if (load<i32>(r) != OP_CONST) return false;
+  const v = child(r, 1);
+  const k = load<i32>(n, 4);
+  if (tag(v) == T_ENT) {
+    const uid = load<i32>(v, 4);
+    if (k == 0 && ixP < 0) ixP = uid;
+    else if (k == 1 && ixA < 0) ixA = uid;
+    else if (k == 2 && ixR < 0) ixR = uid;
+    return true;
+  }
+  if (tag(v) != T_SET) return false;
+  const m = load<i32>(v, 4);
+  for (let i = 0; i < m; i++) if (tag(load<usize>(v + 8 + (<usize>i << 2))) != T_ENT) return false;
+  return true;
+}
+
+/** Offset of the mark of entity `uid` for variable k in the slot table (never 0). */
+@inline function markOffset(uid: i32, k: i32): u32 {
+  return (<u32>uid << 5) + 16 + (<u32>k << 2);
+}
+
+/** The scope index word of a policy body (0: none). */
+function scopeIndex(body: usize): u32 {
+  ixP = -1;
+  ixA = -1;
+  ixR = -1;
+  scanScope(body);
+  if (ixP >= 0) return markOffset(ixP, 0);
+  if (ixR >= 0) return markOffset(ixR, 2);
+  if (ixA >= 0) return markOffset(ixA, 1);
+  return 0;
 }
 
 function alloc(bytes: i32): usize {
@@ -293,18 +365,27 @@ function markAncestors(entry: usize, k: i32): void {
   }
 }
 
-/** `var in r` for principal (0), action (1), resource (2): same results as evalIn. */
-function evalVarIn(k: i32, r: usize): usize {
-  const v = k == 0 ? vPrincipal : k == 1 ? vAction : vResource;
-  const uid = load<i32>(v, 4);
+/**
+ * Mark the ancestors of principal (0), action (1) or resource (2), and the variable itself, once per
+ * request.
+ */
+function ensureAncestors(k: i32, uid: i32): void {
   const done = k == 0 ? ancDone0 : k == 1 ? ancDone1 : ancDone2;
   if (done != gen) {
+    store<i32>(slotOf(uid) + 16 + (<usize>k << 2), gen);
     const entry = entityOf(uid);
     if (entry != 0) markAncestors(entry, k);
     if (k == 0) ancDone0 = gen;
     else if (k == 1) ancDone1 = gen;
     else ancDone2 = gen;
   }
+}
+
+/** `var in r` for principal (0), action (1), resource (2): same results as evalIn. */
+function evalVarIn(k: i32, r: usize): usize {
+  const v = k == 0 ? vPrincipal : k == 1 ? vAction : vResource;
+  const uid = load<i32>(v, 4);
+  ensureAncestors(k, uid);
   const off = <usize>(16 + (k << 2));
   const rt = tag(r);
   if (rt == T_ENT) {
@@ -862,8 +943,14 @@ export function authorize(
   const rUid = load<i32>(resource, 4);
   const pType = load<i32>(principal, 8);
   const rType = load<i32>(resource, 8);
+  if (indexedVars & 1) ensureAncestors(0, pUid);
+  if (indexedVars & 2) ensureAncestors(1, aUid);
+  if (indexedVars & 4) ensureAncestors(2, rUid);
   for (let i = 0; i < nPolicies; i++) {
     const row = polTab + (<usize>i << 5);
+    // scope index: the policy's `var in E` is false (E is neither the variable nor one of its ancestors)
+    const ix = load<u32>(row, 28);
+    if (ix != 0 && load<i32>(slots + <usize>ix) != gen) continue;
     // scope prefilter (-1: unconstrained)
     let f = load<i32>(row, 8);
     if (f >= 0 && f != aUid) continue;

@@ -37,8 +37,11 @@ export function contextsInit(capacity: u32): void {
   return table + <usize>i * SLOT;
 }
 
+// Hosts number contexts sequentially (Envoy, proxy-wasm-cpp-host, QHx's host): the id itself spreads
+// them over the table with no collisions among the live ones, and consecutive streams use neighbouring
+// slots (a scrambling hash touches a new cache line per stream: qhx_authz's table is 1.5 MB).
 @inline function hashId(id: u32): u32 {
-  return (id * 0x9e3779b1) >>> 7;
+  return id;
 }
 
 export function contextGet(id: u32): ContextRecord | null {

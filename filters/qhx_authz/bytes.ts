@@ -28,22 +28,55 @@ export function startsWithLitCI(p: usize, len: usize, lit: string): bool {
   return true;
 }
 
-/** Copy a static ASCII literal into scratch; returns its address (length = lit.length). */
+// The bytes of the literals litBytes was asked for, converted once (they are asked for on every request:
+// the peer property's path, the reason header's name, the details): [literal address, bytes address].
+const LIT_MAX = 32;
+const LIT_AREA_BYTES: usize = 1024;
+const LIT_KEYS: usize = memory.data(LIT_MAX * 8, 8);
+const LIT_AREA: usize = memory.data(<i32>LIT_AREA_BYTES, 16);
+let litCount = 0;
+let litTop: usize = 0;
+
+/**
+ * The bytes of a static ASCII literal (length = lit.length), read-only: converted from UTF-16 once and
+ * kept in a static area (beyond its room, into scratch on each call).
+ */
 export function litBytes(lit: string): usize {
+  const key = <u32>changetype<usize>(lit);
+  for (let i = 0; i < litCount; i++) {
+    if (load<u32>(LIT_KEYS + (<usize>i << 3)) == key) return <usize>load<u32>(LIT_KEYS + (<usize>i << 3), 4);
+  }
   const n = <usize>lit.length;
-  const p = scratchAlloc(n == 0 ? 1 : n);
+  let p: usize;
+  if (litCount < LIT_MAX && litTop + n <= LIT_AREA_BYTES) {
+    p = LIT_AREA + litTop;
+    litTop += n;
+    store<u32>(LIT_KEYS + (<usize>litCount << 3), key);
+    store<u32>(LIT_KEYS + (<usize>litCount << 3), <u32>p, 4);
+    litCount++;
+  } else p = scratchAlloc(n == 0 ? 1 : n);
   for (let i: usize = 0; i < n; i++) store<u8>(p + i, <u8>lit.charCodeAt(<i32>i));
   return p;
 }
 
-/** FNV-1a over bytes. */
+/**
+ * A 32-bit hash of bytes for hash tables (not cryptographic): eight bytes per step, multiply-xorshift
+ * mixing (the constants of splitmix64), so strings that differ in one byte anywhere spread apart.
+ */
 export function hashBytes(p: usize, len: usize): u32 {
-  let h: u32 = 0x811c9dc5;
-  for (let i: usize = 0; i < len; i++) {
-    h ^= <u32>load<u8>(p + i);
-    h *= 0x01000193;
+  let h: u64 = <u64>len * 0x9e3779b97f4a7c15;
+  let i: usize = 0;
+  for (; i + 8 <= len; i += 8) {
+    h = (h ^ load<u64>(p + i)) * 0xbf58476d1ce4e5b9;
+    h ^= h >> 31;
   }
-  return h;
+  let t: u64 = 0;
+  for (let k: usize = 0; i < len; i++, k += 8) t |= <u64>load<u8>(p + i) << k;
+  h = (h ^ t) * 0x94d049bb133111eb;
+  h ^= h >> 29;
+  h *= 0xbf58476d1ce4e5b9;
+  h ^= h >> 32;
+  return <u32>h;
 }
 
 function b64val(c: u32, url: bool): i32 {

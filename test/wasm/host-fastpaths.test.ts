@@ -2,7 +2,9 @@
  * The host's fast paths keep the ABI's results exact: the reused serialization scratch and the
  * per-stream serialized-map cache (invalidated by every change), the short-ASCII encode/decode paths
  * next to full UTF-8, lazily encoded (and memoized) property strings, the property-path cache, the
- * borrowed header pairs (the caller's array is never changed) and the bounded histogram samples.
+ * borrowed header pairs (the caller's array is never changed), the bounded histogram samples, HTTP
+ * fields checked and decoded straight from guest memory, local responses (and the remembered details
+ * string), and the stream table.
  */
 import { Buffer } from "node:buffer";
 import { describe, expect, it } from "vitest";
@@ -10,6 +12,7 @@ import { Status } from "../../host/wasm/proxy-wasm/abi.ts";
 import { HISTOGRAM_SAMPLES } from "../../host/wasm/proxy-wasm/host.ts";
 import {
   HeaderMapScratch,
+  parseHeaderFields,
   parseHeaderMap,
   serializeHeaderMap,
   serializeHeaderMapInto,
@@ -224,5 +227,135 @@ describe("metrics", () => {
     const last = m.samples!.slice(-HISTOGRAM_SAMPLES);
     expect(last[0]).toBe(BigInt(n - HISTOGRAM_SAMPLES + 1));
     expect(last.at(-1)).toBe(BigInt(n));
+  });
+});
+
+describe("HTTP fields from guest memory (parseHeaderFields)", () => {
+  /** The map at an offset inside a larger buffer, as the host reads it from guest memory. */
+  const inMemory = (map: Uint8Array, at = 37): [Buffer, number, number] => {
+    const mem = Buffer.alloc(at + map.length + 11, 0xee);
+    mem.set(map, at);
+    return [mem, at, at + map.length];
+  };
+  const fields = (map: Uint8Array) => parseHeaderFields(...inMemory(map));
+
+  it("decodes valid fields, lower-cases names (ASCII and not), and agrees with parseHeaderMap", () => {
+    const pairs: [string, string][] = [
+      ["X-QHx-Authz-Reason", "denied: forbidden by a, b"],
+      ["content-type", "text/plain"],
+      ["Ключ", "значение"],
+      ["x-empty", ""],
+    ];
+    expect(fields(reference(pairs))).toEqual(pairs.map(([k, v]) => [k.toLowerCase(), v]));
+    expect(fields(reference([["a", "1"]]))).toEqual([["a", "1"]]);
+    expect(fields(new Uint8Array(0))).toEqual([]);
+    expect(fields(Uint8Array.of(0))).toEqual([]);
+    const more: [string, string][][] = [
+      [["x-long", "v".repeat(5000)]],
+      [["x-utf8-long", `${"é".repeat(40)}😀${"z".repeat(30)}`]],
+      [["Mixed-Case", "ü"]],
+    ];
+    for (const c of more) {
+      expect(fields(reference(c))).toEqual(
+        parseHeaderMap(reference(c)).map(([k, v]) => [k.toLowerCase(), v]),
+      );
+    }
+  });
+
+  it("refuses what parseHeaderMap refuses and what HTTP fields may not hold", () => {
+    const bad: [string, Uint8Array][] = [
+      ["empty name", reference([["", "v"]])],
+      ["NUL in a name", reference([["a\0b", "v"]])],
+      ["NUL in a value", reference([["a", "v\0w"]])],
+      ["CR in a value", reference([["a", "v\rw"]])],
+      ["LF in a name", reference([["a\nb", "v"]])],
+      ["truncated", reference([["a", "v"]]).subarray(0, 10)],
+      ["trailing bytes", Uint8Array.from([...reference([["a", "v"]]), 0])],
+      ["count beyond the bytes", Uint8Array.of(9, 0, 0, 0, 1, 0, 0, 0)],
+      ["three bytes", Uint8Array.of(1, 0, 0)],
+    ];
+    const notUtf8 = reference([["ab", "cd"]]);
+    notUtf8[4 + 8 + 3] = 0xff;
+    bad.push(["not UTF-8", notUtf8]);
+    const unterminated = reference([["ab", "cd"]]);
+    unterminated[4 + 8 + 2] = 0x41; // the key's NUL
+    bad.push(["key not NUL-terminated", unterminated]);
+    for (const [why, map] of bad) expect(fields(map), why).toBeUndefined();
+    // parseHeaderMap itself still accepts an empty name or NUL inside a string (only fields refuse them)
+    expect(parseHeaderMap(reference([["", "v"]]))).toEqual([["", "v"]]);
+    expect(() => parseHeaderMap(unterminated)).toThrow(/not NUL-terminated/);
+  });
+});
+
+describe("local responses", () => {
+  it("details, body and headers are exact for every response, whatever the previous one was", async () => {
+    const p = await Probe.create();
+    const answers: [string, string, [string, string][]][] = [
+      ["qhx_authz_denied", "one\n", [["X-Reason", "a"]]],
+      ["qhx_authz_denied", "two\n", [["x-reason", "b"]]],
+      ["qhx_authz_denieD", "", []], // same length, one byte apart
+      ["qhx_authz_error", "ü\n", [["x-reason", "grüße"]]],
+      ["", "x".repeat(300), [["x-long", "y".repeat(300)]]],
+      ["d".repeat(100), "", []], // too long to be remembered
+      ["d".repeat(100), "", []],
+      ["qhx_authz_denied", "one\n", [["x-reason", "a"]]],
+    ];
+    let next = 0;
+    p.on("request_headers", () => {
+      const [d, b, h] = answers[next++]!;
+      const [dp, dl] = p.put(d);
+      const [bp, bl] = p.put(b);
+      const [hp, hl] = p.put(serializeHeaderMap(h));
+      expect(p.call("proxy_send_local_response", 403, dp, dl, bp, bl, hp, hl, -1)).toBe(Status.Ok);
+      return 0;
+    });
+    for (const [d, b, h] of answers) {
+      const s = p.plugin.newHttpStream();
+      expect(s.onRequestHeaders([[":path", "/"]], true)).toBe("pause");
+      expect(s.localResponse).toEqual({
+        status: 403,
+        details: d,
+        body: te.encode(b),
+        headers: h.map(([k, v]) => [k.toLowerCase(), v]),
+        grpcStatus: -1,
+      });
+      s.done();
+    }
+    expect(p.handlerErrors).toEqual([]);
+  });
+});
+
+describe("the stream table", () => {
+  it("finds every live stream by id and none of the finished ones, with many streams finishing in any order", async () => {
+    const p = await Probe.create();
+    const n = 300;
+    const streams = Array.from({ length: n }, () => p.plugin.newHttpStream());
+    const order = Array.from({ length: n }, (_, i) => (i * 7919) % n); // a permutation (7919 is prime)
+    const done = new Set<number>();
+    let probeIds: number[] = [];
+    const seen: number[] = [];
+    p.on("request_headers", () => {
+      for (const id of probeIds) seen.push(p.call("proxy_set_effective_context", id));
+      return 0;
+    });
+    for (let k = 0; k < n; k++) {
+      const s = streams[order[k]!]!;
+      // from inside this stream's callback: every stream's id, live or finished
+      probeIds = streams.filter((_, i) => i % 13 === k % 13).map((x) => x.contextId);
+      seen.length = 0;
+      s.onRequestHeaders([], true);
+      const want = probeIds.map((id) => (done.has(id) ? Status.BadArgument : Status.Ok));
+      expect(seen).toEqual(want);
+      s.done();
+      done.add(s.contextId);
+      expect(s.deleted).toBe(true);
+    }
+    // and a fresh round after all of them are gone
+    const again = p.plugin.newHttpStream();
+    probeIds = [again.contextId, streams[0]!.contextId];
+    seen.length = 0;
+    again.onRequestHeaders([], true);
+    expect(seen).toEqual([Status.Ok, Status.BadArgument]);
+    expect(p.handlerErrors).toEqual([]);
   });
 });

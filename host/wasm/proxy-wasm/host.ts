@@ -47,6 +47,8 @@ import {
   serializeHeaderMapInto,
   toBytes,
   utf8,
+  parseHeaderFields,
+  utf8Range,
   type HeaderPairs,
 } from "./serialization.ts";
 
@@ -232,20 +234,14 @@ function invalidHeaderText(s: string): boolean {
   return false;
 }
 
-/** Every name non-empty, no name or value with NUL, CR or LF. */
-function validHeaderPairs(pairs: HeaderPairs): boolean {
-  for (let i = 0; i < pairs.length; i++) {
-    const p = pairs[i]!;
-    if (p[0] === "" || invalidHeaderText(p[0]) || invalidHeaderText(p[1])) return false;
-  }
-  return true;
-}
-
 class Stream implements HttpStream {
   readonly contextId: number;
   readonly plugin: ProxyWasmPlugin;
-  /** Property values; embedder strings stay strings until the guest first reads them. */
-  props: Map<string, Bytes>;
+  /**
+   * Property values as [path, value, path, value, …] (a stream has a handful: a flat array costs one
+   * small allocation, a Map a hash table); embedder strings stay strings until the guest reads them.
+   */
+  props: Bytes[];
   reqHeaders: HeaderPairs | undefined;
   reqTrailers: HeaderPairs | undefined;
   respHeaders: HeaderPairs | undefined;
@@ -268,7 +264,7 @@ class Stream implements HttpStream {
   /** false when proxy_on_context_create never ran for it (the plugin had failed). */
   live: boolean;
 
-  constructor(plugin: ProxyWasmPlugin, id: number, props: Map<string, Bytes>, live: boolean) {
+  constructor(plugin: ProxyWasmPlugin, id: number, props: Bytes[], live: boolean) {
     this.plugin = plugin;
     this.contextId = id;
     this.props = props;
@@ -306,8 +302,13 @@ class Stream implements HttpStream {
     return this.closedTypes ?? NO_CLOSED;
   }
   get properties(): ReadonlyMap<string, Uint8Array> {
-    for (const [k, v] of this.props) if (typeof v === "string") this.props.set(k, toBytes(v));
-    return this.props as Map<string, Uint8Array>;
+    const out = new Map<string, Uint8Array>();
+    const p = this.props;
+    for (let i = 0; i < p.length; i += 2) {
+      const v = p[i + 1]!;
+      out.set(p[i] as string, typeof v === "string" ? toBytes(v) : v);
+    }
+    return out;
   }
   get deleted(): boolean {
     return this.isDeleted;
@@ -379,11 +380,118 @@ class Stream implements HttpStream {
   }
 }
 
+/** The value of `path` in a stream's [path, value, …] list. */
+function propGet(props: Bytes[], path: string): Bytes | undefined {
+  for (let i = 0; i < props.length; i += 2) if (props[i] === path) return props[i + 1];
+  return undefined;
+}
+
+/** Set `path` in a stream's [path, value, …] list (replacing its value, as Map#set). */
+function propSet(props: Bytes[], path: string, v: Bytes): void {
+  for (let i = 0; i < props.length; i += 2) {
+    if (props[i] === path) {
+      props[i + 1] = v;
+      return;
+    }
+  }
+  props.push(path, v);
+}
+
+/**
+ * Live streams by context id: open addressing (linear probing, backward-shift deletion) in arrays that
+ * only grow. A Map would do, but V8 shrinks a Map's table each time it empties: with streams coming and
+ * going one at a time, as through a proxy, that is a new hash table per stream.
+ */
+class StreamTable {
+  private ids: number[] = new Array<number>(16).fill(0); // 0: empty (stream ids start at 2)
+  private vals: (Stream | undefined)[] = new Array<Stream | undefined>(16).fill(undefined);
+  private mask = 15;
+  private count = 0;
+
+  get(id: number): Stream | undefined {
+    const ids = this.ids;
+    let i = id & this.mask;
+    for (;;) {
+      const k = ids[i]!;
+      if (k === id) return this.vals[i];
+      if (k === 0) return undefined;
+      i = (i + 1) & this.mask;
+    }
+  }
+
+  has(id: number): boolean {
+    return this.get(id) !== undefined;
+  }
+
+  set(id: number, s: Stream): void {
+    if (id === 0) throw new Error("stream id 0");
+    if (2 * (this.count + 1) > this.ids.length) this.grow();
+    let i = id & this.mask;
+    for (;;) {
+      const k = this.ids[i]!;
+      if (k === id) {
+        this.vals[i] = s;
+        return;
+      }
+      if (k === 0) break;
+      i = (i + 1) & this.mask;
+    }
+    this.ids[i] = id;
+    this.vals[i] = s;
+    this.count++;
+  }
+
+  delete(id: number): void {
+    const ids = this.ids;
+    const mask = this.mask;
+    let i = id & mask;
+    for (;;) {
+      const k = ids[i]!;
+      if (k === 0) return;
+      if (k === id) break;
+      i = (i + 1) & mask;
+    }
+    // backward shift: move later entries of the probe run into the hole unless their home lies in (hole, j]
+    let hole = i;
+    let j = (i + 1) & mask;
+    for (;;) {
+      const k = ids[j]!;
+      if (k === 0) break;
+      if (((j - (k & mask)) & mask) >= ((j - hole) & mask)) {
+        ids[hole] = k;
+        this.vals[hole] = this.vals[j];
+        hole = j;
+      }
+      j = (j + 1) & mask;
+    }
+    ids[hole] = 0;
+    this.vals[hole] = undefined;
+    this.count--;
+  }
+
+  private grow(): void {
+    const oldIds = this.ids;
+    const oldVals = this.vals;
+    const n = oldIds.length * 2;
+    this.ids = new Array<number>(n).fill(0);
+    this.vals = new Array<Stream | undefined>(n).fill(undefined);
+    this.mask = n - 1;
+    this.count = 0;
+    for (let i = 0; i < oldIds.length; i++) if (oldIds[i] !== 0) this.set(oldIds[i]!, oldVals[i]!);
+  }
+}
+
 function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
   const out = new Uint8Array(a.length + b.length);
   out.set(a);
   out.set(b, a.length);
   return out;
+}
+
+/** Copy src[from, from+len) into dst at `at`: short runs byte by byte (no view objects), long ones natively. */
+function copyBytes(src: Uint8Array, from: number, len: number, dst: Uint8Array, at: number): void {
+  if (len <= 64) for (let i = 0; i < len; i++) dst[at + i] = src[from + i]!;
+  else dst.set(src.subarray(from, from + len), at);
 }
 
 const NO_CLOSED: ReadonlySet<number> = new Set<number>();
@@ -461,7 +569,7 @@ export class ProxyWasmPlugin {
   private readonly logLevelIndex: number;
   private pluginConfiguration: Uint8Array;
   private readonly vmConfiguration: Uint8Array;
-  private readonly streams = new Map<number, Stream>();
+  private readonly streams = new StreamTable();
   private nextContextId = 2;
   private effective: number; // effective context id
   private phase: Phase = "none";
@@ -609,16 +717,21 @@ export class ProxyWasmPlugin {
   /** A new HTTP stream context (proxy_on_context_create(id, root)); per-stream properties by path. */
   newHttpStream(opts?: { properties?: Record<string, Bytes> }): HttpStream {
     this.assertOpen();
-    const props = new Map<string, Bytes>();
+    let props: Bytes[] | undefined;
     const given = opts?.properties;
     if (given) {
       for (const k in given) {
         if (!Object.hasOwn(given, k)) continue;
         const v = given[k]!;
         // strings are encoded when the guest reads them; bytes are copied now (the caller may reuse them)
-        props.set(propertyKey(k), typeof v === "string" ? v : new Uint8Array(v));
+        const path = propertyKey(k);
+        const value = typeof v === "string" ? v : new Uint8Array(v);
+        // a two-element literal for the first (usually only) property: no spare capacity allocated
+        if (props === undefined) props = [path, value];
+        else propSet(props, path, value);
       }
     }
+    props ??= [];
     const id = this.nextContextId++;
     const s = new Stream(this, id, props, !this.isFailed);
     if (this.isFailed) return s;
@@ -837,7 +950,7 @@ export class ProxyWasmPlugin {
 
   // Views of the guest memory, re-made only when it grew: growing a (non-shared) Wasm memory detaches
   // its old ArrayBuffer, so a view whose length dropped to 0 is stale (memory.buffer is a slow getter).
-  private u8Cache: Uint8Array = Buffer.alloc(0); // a Buffer: utf8() decodes from it without a new view
+  private u8Cache: Buffer = Buffer.alloc(0); // a Buffer: utf8() decodes from it without a new view
   private viewCache = new DataView(new ArrayBuffer(0));
 
   private u8(): Uint8Array {
@@ -898,6 +1011,29 @@ export class ProxyWasmPlugin {
       this.pathStrings.push(path);
     }
     return path;
+  }
+
+  // the last local-response details decoded (filters send one of a few constants: compare, don't decode)
+  private detailsBytes: Uint8Array = new Uint8Array(0);
+  private details = "";
+
+  /** Local-response details from guest memory (bounds checked by the caller). */
+  private detailsString(ptr: number, len: number): string {
+    const mem = this.u8Cache;
+    const last = this.detailsBytes;
+    if (last.length === len) {
+      let i = 0;
+      while (i < len && last[i] === mem[ptr + i]) i++;
+      if (i === len) return this.details;
+    }
+    const d = utf8Range(mem, ptr, ptr + len);
+    if (len <= 64) {
+      const b = new Uint8Array(len);
+      copyBytes(mem, ptr, len, b, 0);
+      this.detailsBytes = b;
+      this.details = d;
+    }
+    return d;
   }
 
   /** A view (not a copy) of guest bytes, for immediate use before the guest runs again. */
@@ -1063,11 +1199,11 @@ export class ProxyWasmPlugin {
 
   private getProperty(path: string): Uint8Array | undefined {
     const s = this.effectiveStream();
-    const mine = s?.props.get(path);
+    const mine = s === undefined ? undefined : propGet(s.props, path);
     if (mine !== undefined) {
       if (typeof mine !== "string") return mine;
       const b = this.propertyBytes(mine);
-      s!.props.set(path, b);
+      propSet(s!.props, path, b);
       return b;
     }
     const own = this.props.get(path);
@@ -1213,17 +1349,12 @@ export class ProxyWasmPlugin {
       proxy_set_header_map_pairs: (type: number, ptr: number, len: number): number => {
         const m = this.getMutableMap(type);
         if (m === "unknown" || m === undefined) return S.BadArgument;
-        const bytes = this.view8(ptr, len); // parsed into strings right away
-        if (bytes === undefined) return S.InvalidMemoryAccess;
-        let pairs: HeaderPairs;
-        try {
-          pairs = parseHeaderMap(bytes);
-        } catch (e) {
-          if (e instanceof HeaderMapParseError) return S.BadArgument;
-          throw e;
-        }
-        if (!validHeaderPairs(pairs)) return S.BadArgument;
-        m.splice(0, m.length, ...normalizeHeaders(pairs));
+        ptr >>>= 0;
+        len >>>= 0;
+        if (!this.inBounds(ptr, len)) return S.InvalidMemoryAccess;
+        const pairs = parseHeaderFields(this.u8Cache, ptr, ptr + len); // decoded (lower-cased) right away
+        if (pairs === undefined) return S.BadArgument;
+        m.splice(0, m.length, ...pairs);
         return S.Ok;
       },
       proxy_get_header_map_value: (type: number, kp: number, kl: number, retPtr: number, retSize: number) => {
@@ -1308,23 +1439,32 @@ export class ProxyWasmPlugin {
         hl: number,
         grpc: number,
       ): number => {
-        const details = this.readString(dp, dl);
-        const body = this.read(bp, bl);
-        const hbytes = this.view8(hp, hl); // parsed into strings right away: no copy needed
-        if (details === undefined || body === undefined || hbytes === undefined) return S.InvalidMemoryAccess;
-        let headers: HeaderPairs;
-        try {
-          headers = parseHeaderMap(hbytes);
-        } catch (e) {
-          if (e instanceof HeaderMapParseError) return S.BadArgument;
-          throw e;
+        dp >>>= 0;
+        dl >>>= 0;
+        bp >>>= 0;
+        bl >>>= 0;
+        hp >>>= 0;
+        hl >>>= 0;
+        if (!this.inBounds(dp, dl) || !this.inBounds(bp, bl) || !this.inBounds(hp, hl)) {
+          return S.InvalidMemoryAccess;
         }
-        if (!validHeaderPairs(headers)) return S.BadArgument;
+        // checked and decoded straight from guest memory (one pass over the bytes, one decode)
+        const mem = this.u8Cache;
+        const headers = parseHeaderFields(mem, hp, hp + hl);
+        if (headers === undefined) return S.BadArgument;
         status >>>= 0;
         if (status < 100 || status > 999) return S.BadArgument;
         const s = this.effectiveStream();
         if (!s) return S.BadArgument; // only a stream can be answered
-        s.local = { status, details, body, headers: normalizeHeaders(headers), grpcStatus: grpc | 0 };
+        const body = new Uint8Array(bl);
+        copyBytes(mem, bp, bl, body, 0);
+        s.local = {
+          status,
+          details: this.detailsString(dp, dl),
+          body,
+          headers,
+          grpcStatus: grpc | 0,
+        };
         return S.Ok;
       },
 
@@ -1506,7 +1646,7 @@ export class ProxyWasmPlugin {
         if (path === undefined || value === undefined) return S.InvalidMemoryAccess;
         const s = this.effectiveStream();
         if (!s) return S.NotFound; // only stream (filter-state) properties are writable
-        s.props.set(path.endsWith("\0") ? path.slice(0, -1) : path, value);
+        propSet(s.props, path.endsWith("\0") ? path.slice(0, -1) : path, value);
         return S.Ok;
       },
 
