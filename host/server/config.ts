@@ -120,6 +120,29 @@ export const DEFAULT_FEDERATION_REFRESH: FederationConfig["refresh"] = {
   checkIntervalMs: parseDuration("1s"),
 };
 
+/**
+ * `datastore`: where the server keeps its state. `sqlite` (default): datastore.sqlite3 in data_dir.
+ * `postgres`: a PostgreSQL database shared by several servers of the trust domain.
+ */
+const datastoreConfigSchema = z.discriminatedUnion("kind", [
+  z.object({ kind: z.literal("sqlite") }).strict(),
+  z
+    .object({
+      kind: z.literal("postgres"),
+      /** postgres://user[:password]@host[:port]/database[?sslmode=…]; the password is never logged */
+      connection_string: z
+        .string()
+        .regex(/^postgres(ql)?:\/\/\S+$/i, "expected a postgres:// URL, e.g. postgres://qhx@db.internal/qhx"),
+      /** most connections this server opens */
+      max_connections: z.number().int().min(1).max(1000).optional(),
+    })
+    .strict(),
+]);
+
+/** The parsed `datastore` section. */
+export type ServerDatastoreConfig =
+  { kind: "sqlite" } | { kind: "postgres"; connectionString: string; maxConnections?: number };
+
 export const serverConfigSchema = z
   .object({
     trust_domain: trustDomain,
@@ -188,6 +211,7 @@ export const serverConfigSchema = z
       .default({}),
     bundle_refresh_hint: duration.default(parseDuration("5m")),
     federation: federationConfigSchema.optional(),
+    datastore: datastoreConfigSchema.optional(),
     /** who computes ML-DSA/ML-KEM: node:crypto (OpenSSL) or QHx's Wasm kernels; QHX_PQ_BACKEND if unset */
     pq_backend: z.enum(["native", "wasm"]).optional(),
   })
@@ -222,6 +246,8 @@ export interface ServerConfig {
   federation: FederationConfig;
   /** ML-DSA/ML-KEM backend (undefined: QHX_PQ_BACKEND, else native) */
   pqBackend: "native" | "wasm" | undefined;
+  /** the datastore (absent: SQLite in dataDir) */
+  datastore?: ServerDatastoreConfig;
 }
 
 /** Turn zod issues into one precise message: `ca.ttl: invalid duration "x" …; listen: expected HOST:PORT`. */
@@ -296,6 +322,14 @@ export function parseServerConfig(raw: unknown, source = "config"): ServerConfig
     bundleRefreshHintS: Math.round(c.bundle_refresh_hint / 1000),
     federation: federationConfigOf(c.federation, c.trust_domain),
     pqBackend: c.pq_backend,
+    datastore:
+      c.datastore?.kind === "postgres"
+        ? {
+            kind: "postgres",
+            connectionString: c.datastore.connection_string,
+            ...(c.datastore.max_connections ? { maxConnections: c.datastore.max_connections } : {}),
+          }
+        : { kind: "sqlite" },
   };
 }
 

@@ -36,6 +36,8 @@ interface DataDirInfo {
     default_jwt_svid_ttl_ms: number;
     key_manager: string;
     ca_upstream?: { cert_file: string; key_file: string; bundle_file?: string };
+    /** absent: sqlite (data directories made before PostgreSQL support) */
+    datastore_kind?: "sqlite" | "postgres";
   };
 }
 
@@ -124,6 +126,7 @@ export class ServerCore {
           default_x509_svid_ttl_ms: cfg.defaultX509SvidTtlMs,
           default_jwt_svid_ttl_ms: cfg.defaultJwtSvidTtlMs,
           key_manager: cfg.keyManager,
+          ...(cfg.datastore?.kind === "postgres" ? { datastore_kind: "postgres" as const } : {}),
           ...(cfg.ca.upstream
             ? {
                 ca_upstream: {
@@ -146,7 +149,22 @@ export class ServerCore {
         { hint: "a trust domain cannot be renamed; use another data directory" },
       );
     }
-    const ds = await openDatastore({ kind: "sqlite", path: path.join(cfg.dataDir, "datastore.sqlite3") });
+    if (info?.settings.datastore_kind === "postgres" && cfg.datastore?.kind !== "postgres") {
+      throw new QhxError(
+        "QHX_DATASTORE_MISMATCH",
+        `data directory ${cfg.dataDir} belongs to a server whose datastore is PostgreSQL; refusing to open a SQLite datastore beside it`,
+        {
+          hint: "reach the running server with --socket, or give the server its datastore config (--config)",
+        },
+      );
+    }
+    const ds = await openDatastore(
+      cfg.datastore?.kind === "postgres"
+        ? { ...cfg.datastore }
+        : { kind: "sqlite", path: path.join(cfg.dataDir, "datastore.sqlite3") },
+    );
+    // a PostgresDatastore names its database by the connection string with the password redacted
+    log.info({ datastore: ds.kind, ...("target" in ds ? { target: ds.target } : {}) }, "datastore opened");
     try {
       const km = openKeyManager(
         cfg.keyManager === "disk"

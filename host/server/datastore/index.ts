@@ -3,9 +3,11 @@
  * (one case) and nowhere else.
  */
 import { QhxError } from "../../core/errors.ts";
+import { PostgresDatastore } from "./postgres.ts";
 import { SqliteDatastore } from "./sqlite.ts";
 import type { Datastore } from "./types.ts";
 
+export { PostgresDatastore } from "./postgres.ts";
 export { SqliteDatastore } from "./sqlite.ts";
 export type { Datastore } from "./types.ts";
 
@@ -19,8 +21,12 @@ export interface SqliteDatastoreConfig {
 
 export interface PostgresDatastoreConfig {
   kind: "postgres";
-  /** e.g. postgres://qhx@db.internal/qhx */
+  /** e.g. postgres://qhx@db.internal/qhx (a password here is never logged; PGPASSWORD also works) */
   connectionString: string;
+  /** Most connections the pool opens (default 10). */
+  maxConnections?: number;
+  /** Current time in unix seconds (tests). */
+  clock?: () => number;
 }
 
 export type DatastoreConfig = SqliteDatastoreConfig | PostgresDatastoreConfig;
@@ -33,12 +39,13 @@ export async function openDatastore(config: DatastoreConfig): Promise<Datastore>
     case "sqlite":
       return SqliteDatastore.open(config.path, config.clock === undefined ? {} : { clock: config.clock });
     case "postgres":
-      throw new QhxError("QHX_UNSUPPORTED", 'datastore kind "postgres" is not available in this build', {
-        hint: 'PostgreSQL support is planned; use kind "sqlite" for now',
+      return PostgresDatastore.open(config.connectionString, {
+        ...(config.clock === undefined ? {} : { clock: config.clock }),
+        ...(config.maxConnections === undefined ? {} : { maxConnections: config.maxConnections }),
       });
     default:
       throw new QhxError("QHX_UNSUPPORTED", `unknown datastore kind ${JSON.stringify(kind)}`, {
-        hint: 'supported kinds: "sqlite"',
+        hint: 'supported kinds: "sqlite", "postgres"',
       });
   }
 }
