@@ -25,7 +25,6 @@ import { randomUUID } from "node:crypto";
 import type pg from "pg";
 import { NotFoundError, QhxError, ValidationError } from "../../core/errors.ts";
 import type {
-  AssuranceLevel,
   AttestedNode,
   BundleRecord,
   CaKind,
@@ -44,6 +43,19 @@ import type {
   RegistrationEntryInput,
   Selector,
 } from "./types.ts";
+import {
+  ASSURANCE_LEVELS,
+  CA_KINDS,
+  CA_STATUSES,
+  checkOneOf,
+  corrupt,
+  definedOnly,
+  FEDERATION_PROFILES,
+  now,
+  rowMappers,
+  selectorsKey,
+  withDefaults,
+} from "./shared.ts";
 
 /** The newest PostgreSQL schema version this build knows (its migrations mirror SQLite's, one for one). */
 export const POSTGRES_SCHEMA_VERSION = 4;
@@ -468,32 +480,14 @@ export class PostgresDatastore implements Datastore {
 
   async listCas(kind?: CaKind): Promise<CaRecord[]> {
     return this.#read(async (q) => {
-      const rows =
+      const journal =
         kind === undefined
           ? (await q.query("SELECT * FROM ca_journal ORDER BY created_at, seq")).rows
           : (await q.query("SELECT * FROM ca_journal WHERE kind = $1 ORDER BY created_at, seq", [kind])).rows;
-      const chains = new Map<string, Uint8Array[]>();
-      for (const c of (await q.query("SELECT ca_id, der FROM ca_upstream_chain ORDER BY ca_id, position"))
-        .rows) {
-        const id = str(c.ca_id);
-        const list = chains.get(id) ?? [];
-        list.push(blob(c.der));
-        chains.set(id, list);
-      }
-      return rows.map((r) => ({
-        id: str(r.id),
-        kind: str(r.kind) as CaKind,
-        status: str(r.status) as CaStatus,
-        keyId: str(r.key_id),
-        alg: str(r.alg),
-        certDer: r.cert_der === null ? null : blob(r.cert_der),
-        upstreamChain: chains.get(str(r.id)) ?? [],
-        publicKeyDer: r.public_key_der === null ? null : blob(r.public_key_der),
-        kid: r.kid === null ? null : str(r.kid),
-        notBefore: num(r.not_before),
-        notAfter: num(r.not_after),
-        createdAt: num(r.created_at),
-      }));
+      return mappers.cas(
+        journal,
+        (await q.query("SELECT ca_id, der FROM ca_upstream_chain ORDER BY ca_id, position")).rows,
+      );
     });
   }
 
@@ -858,16 +852,7 @@ export class PostgresDatastore implements Datastore {
         treeSize === undefined
           ? (await q.query("SELECT * FROM log_heads ORDER BY tree_size DESC LIMIT 1")).rows[0]
           : (await q.query("SELECT * FROM log_heads WHERE tree_size = $1", [treeSize])).rows[0];
-      return r === undefined
-        ? undefined
-        : {
-            treeSize: num(r.tree_size),
-            rootHash: blob(r.root_hash),
-            createdAt: num(r.created_at),
-            protectedHeader: blob(r.protected),
-            signature: blob(r.signature),
-            checkpoint: str(r.checkpoint),
-          };
+      return r === undefined ? undefined : mappers.logHead(r);
     });
   }
 
@@ -1107,31 +1092,12 @@ const ENTRY_SELECT = `SELECT e.*,
      FROM entry_selectors s WHERE s.entry_id = e.id)::text AS selectors_json
   FROM entries e`;
 
-const CA_KINDS: readonly CaKind[] = ["x509", "jwt"];
-const CA_STATUSES: readonly CaStatus[] = ["prepared", "active", "retired"];
-const ASSURANCE_LEVELS: readonly AssuranceLevel[] = ["hardware", "key", "token"];
-const FEDERATION_PROFILES: readonly string[] = ["https_web", "https_spiffe"];
-
-function checkOneOf(value: string, allowed: readonly string[], field: string): void {
-  if (!allowed.includes(value)) {
-    throw new ValidationError(`must be one of ${allowed.join(", ")} (got ${JSON.stringify(value)})`, field);
-  }
-}
-
 /**
  * `now` for comparison with integer columns: for an integer x, x > t ⇔ x > ⌊t⌋ and x ≤ t ⇔ x ≤ ⌊t⌋, so
  * flooring keeps SQLite's answers for fractional times (BIGINT parameters refuse fractions).
  */
 function wholeSeconds(t: number): number {
   if (!Number.isFinite(t)) throw new ValidationError(`must be a finite number (got ${t})`, "now");
-  return Math.floor(t);
-}
-
-function now(clock: () => number): number {
-  const t = clock();
-  if (!Number.isFinite(t) || t > 1e11) {
-    throw new QhxError("QHX_INTERNAL", `datastore clock must return unix seconds (got ${t})`);
-  }
   return Math.floor(t);
 }
 
@@ -1174,112 +1140,6 @@ function duplicateEntry(spiffeId: string, parentId: string, selectors: Selector[
   );
 }
 
-type EntryFields = Omit<RegistrationEntry, "id" | "createdAt" | "updatedAt" | "revision">;
-
-/** Fill defaults and copy, so callers' later mutations do not reach returned records. */
-function withDefaults(input: RegistrationEntryInput): EntryFields {
-  if (input.selectors.length === 0)
-    throw new ValidationError("at least one selector is required", "selectors");
-  return {
-    spiffeId: input.spiffeId,
-    parentId: input.parentId,
-    selectors: input.selectors.map((s) => ({ type: s.type, value: s.value })),
-    namespace: input.namespace ?? "default",
-    labels: Object.fromEntries(Object.entries(input.labels ?? {})),
-    x509SvidTtl: input.x509SvidTtl ?? 0,
-    jwtSvidTtl: input.jwtSvidTtl ?? 0,
-    dnsNames: [...(input.dnsNames ?? [])],
-    federatesWith: [...(input.federatesWith ?? [])],
-    admin: input.admin ?? false,
-    expiresAt: input.expiresAt ?? null,
-  };
-}
-
-/** Drop undefined-valued keys so spreading a patch never erases a field; `expiresAt: null` is kept. */
-function definedOnly(patch: EntryPatch): EntryPatch {
-  return Object.fromEntries(Object.entries(patch).filter(([, v]) => v !== undefined)) as EntryPatch;
-}
-
-/** Canonical, unambiguous form of a selector set: JSON of the sorted [type, value] pairs (as SQLite's). */
-function selectorsKey(selectors: Selector[]): string {
-  const pairs = selectors.map((s) => [s.type, s.value] as const);
-  pairs.sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : a[1] < b[1] ? -1 : a[1] > b[1] ? 1 : 0));
-  return JSON.stringify(pairs);
-}
-
-function rowToEntry(r: Row): RegistrationEntry {
-  const pairs = JSON.parse(str(r.selectors_json)) as [string, string][];
-  return {
-    id: str(r.id),
-    spiffeId: str(r.spiffe_id),
-    parentId: str(r.parent_id),
-    selectors: pairs.map(([type, value]) => ({ type, value })),
-    namespace: str(r.namespace),
-    labels: JSON.parse(str(r.labels)) as Record<string, string>,
-    x509SvidTtl: num(r.x509_svid_ttl),
-    jwtSvidTtl: num(r.jwt_svid_ttl),
-    dnsNames: JSON.parse(str(r.dns_names)) as string[],
-    federatesWith: JSON.parse(str(r.federates_with)) as string[],
-    admin: bool(r.admin),
-    expiresAt: r.expires_at === null ? null : num(r.expires_at),
-    createdAt: num(r.created_at),
-    updatedAt: num(r.updated_at),
-    revision: num(r.revision),
-  };
-}
-
-function rowToBundle(r: Row): BundleRecord {
-  return {
-    trustDomain: str(r.trust_domain),
-    document: str(r.document),
-    sequence: num(r.sequence),
-    updatedAt: num(r.updated_at),
-  };
-}
-
-function rowToFederation(r: Row): FederationRelationship {
-  return {
-    trustDomain: str(r.trust_domain),
-    bundleEndpointUrl: str(r.bundle_endpoint_url),
-    profile: str(r.profile) as FederationRelationship["profile"],
-    endpointSpiffeId: r.endpoint_spiffe_id === null ? null : str(r.endpoint_spiffe_id),
-    webTrustRoots: r.web_trust_roots === null ? null : str(r.web_trust_roots),
-    createdAt: num(r.created_at),
-    updatedAt: num(r.updated_at),
-  };
-}
-
-function rowToLogEntry(r: Row): LogEntryRecord {
-  return {
-    leafIndex: num(r.leaf_index),
-    leafHash: blob(r.leaf_hash),
-    statementHash: blob(r.statement_hash),
-    admittedAt: num(r.admitted_at),
-    statement: blob(r.statement),
-    signerId: str(r.signer_id),
-    peerId: str(r.peer_id),
-    decision: str(r.decision),
-    exchangeId: str(r.exchange_id),
-    treeSize: num(r.tree_size),
-  };
-}
-
-function rowToNode(r: Row): AttestedNode {
-  const pairs = JSON.parse(str(r.selectors)) as [string, string][];
-  return {
-    spiffeId: str(r.spiffe_id),
-    attestationType: str(r.attestation_type),
-    selectors: pairs.map(([type, value]) => ({ type, value })),
-    assurance: str(r.assurance) as AssuranceLevel,
-    certSerial: str(r.cert_serial),
-    certNotAfter: num(r.cert_not_after),
-    banned: bool(r.banned),
-    createdAt: num(r.created_at),
-    updatedAt: num(r.updated_at),
-    aliases: JSON.parse(str(r.aliases)) as string[],
-  };
-}
-
 /** A byte array as pg sends BYTEA: a Buffer over the same memory (no copy). */
 function bytesParam(v: Uint8Array): Buffer;
 function bytesParam(v: Uint8Array | null): Buffer | null;
@@ -1288,9 +1148,9 @@ function bytesParam(v: Uint8Array | null): Buffer | null {
   return Buffer.isBuffer(v) ? v : Buffer.from(v.buffer, v.byteOffset, v.byteLength);
 }
 
+// pg's column values: TEXT as string, BIGINT as a decimal string, BOOLEAN as boolean, BYTEA as Buffer
 function str(v: unknown): string {
-  if (typeof v !== "string")
-    throw new QhxError("QHX_DATASTORE_CORRUPT", `expected a text column, got ${typeof v}`);
+  if (typeof v !== "string") throw corrupt("a text", v);
   return v;
 }
 
@@ -1302,16 +1162,23 @@ function num(v: unknown): number {
     if (Number.isSafeInteger(n)) return n;
   }
   if (typeof v === "bigint") return Number(v);
-  throw new QhxError("QHX_DATASTORE_CORRUPT", `expected an integer column, got ${typeof v}`);
+  throw corrupt("an integer", v);
 }
 
 function bool(v: unknown): boolean {
   if (typeof v === "boolean") return v;
-  throw new QhxError("QHX_DATASTORE_CORRUPT", `expected a boolean column, got ${typeof v}`);
+  throw corrupt("a boolean", v);
 }
 
 /** BYTEA arrives as a Buffer; hand out a plain Uint8Array copy, as node:sqlite does. */
 function blob(v: unknown): Uint8Array {
   if (v instanceof Uint8Array) return new Uint8Array(v);
-  throw new QhxError("QHX_DATASTORE_CORRUPT", `expected a blob column, got ${typeof v}`);
+  throw corrupt("a blob", v);
 }
+
+const mappers = rowMappers({ str, num, bool, blob });
+const rowToEntry = mappers.entry;
+const rowToBundle = mappers.bundle;
+const rowToFederation = mappers.federation;
+const rowToLogEntry = mappers.logEntry;
+const rowToNode = mappers.node;

@@ -12,11 +12,10 @@
  */
 import { randomUUID } from "node:crypto";
 import fs from "node:fs";
-import { DatabaseSync, type SQLInputValue, type SQLOutputValue, type StatementSync } from "node:sqlite";
+import { DatabaseSync, type SQLInputValue, type StatementSync } from "node:sqlite";
 import { pathToFileURL } from "node:url";
 import { NotFoundError, QhxError, ValidationError } from "../../core/errors.ts";
 import type {
-  AssuranceLevel,
   AttestedNode,
   BundleRecord,
   CaKind,
@@ -35,6 +34,20 @@ import type {
   RegistrationEntryInput,
   Selector,
 } from "./types.ts";
+import {
+  ASSURANCE_LEVELS,
+  CA_KINDS,
+  CA_STATUSES,
+  checkOneOf,
+  type ColumnReader,
+  corrupt,
+  definedOnly,
+  FEDERATION_PROFILES,
+  now,
+  rowMappers,
+  selectorsKey,
+  withDefaults,
+} from "./shared.ts";
 
 /** The newest schema version this build knows. */
 export const SCHEMA_VERSION = 4;
@@ -211,8 +224,6 @@ const MIGRATIONS: readonly Migration[] = [
 
 const CORRUPT_HINT =
   "restore the datastore from a backup, or point the datastore path at the right file; QHx left this file untouched";
-
-type Row = Record<string, SQLOutputValue>;
 
 export class SqliteDatastore implements Datastore {
   readonly kind = "sqlite" as const;
@@ -477,31 +488,14 @@ export class SqliteDatastore implements Datastore {
 
   async listCas(kind?: CaKind): Promise<CaRecord[]> {
     return this.#read(() => {
-      const rows =
+      const journal =
         kind === undefined
           ? this.#stmt("SELECT * FROM ca_journal ORDER BY created_at, rowid").all()
           : this.#stmt("SELECT * FROM ca_journal WHERE kind = ? ORDER BY created_at, rowid").all(kind);
-      const chains = new Map<string, Uint8Array[]>();
-      for (const c of this.#stmt("SELECT ca_id, der FROM ca_upstream_chain ORDER BY ca_id, position").all()) {
-        const id = str(c.ca_id);
-        const list = chains.get(id) ?? [];
-        list.push(blob(c.der));
-        chains.set(id, list);
-      }
-      return rows.map((r) => ({
-        id: str(r.id),
-        kind: str(r.kind) as CaKind,
-        status: str(r.status) as CaStatus,
-        keyId: str(r.key_id),
-        alg: str(r.alg),
-        certDer: r.cert_der === null ? null : blob(r.cert_der),
-        upstreamChain: chains.get(str(r.id)) ?? [],
-        publicKeyDer: r.public_key_der === null ? null : blob(r.public_key_der),
-        kid: r.kid === null ? null : str(r.kid),
-        notBefore: num(r.not_before),
-        notAfter: num(r.not_after),
-        createdAt: num(r.created_at),
-      }));
+      return mappers.cas(
+        journal,
+        this.#stmt("SELECT ca_id, der FROM ca_upstream_chain ORDER BY ca_id, position").all(),
+      );
     });
   }
 
@@ -829,16 +823,7 @@ export class SqliteDatastore implements Datastore {
         treeSize === undefined
           ? this.#stmt("SELECT * FROM log_heads ORDER BY tree_size DESC LIMIT 1").get()
           : this.#stmt("SELECT * FROM log_heads WHERE tree_size = ?").get(treeSize);
-      return r === undefined
-        ? undefined
-        : {
-            treeSize: num(r.tree_size),
-            rootHash: blob(r.root_hash),
-            createdAt: num(r.created_at),
-            protectedHeader: blob(r.protected),
-            signature: blob(r.signature),
-            checkpoint: str(r.checkpoint),
-          };
+      return r === undefined ? undefined : mappers.logHead(r);
     });
   }
 
@@ -1094,144 +1079,27 @@ const ENTRY_SELECT = `SELECT e.*,
      FROM entry_selectors s WHERE s.entry_id = e.id) AS selectors_json
   FROM entries e`;
 
-const CA_KINDS: readonly CaKind[] = ["x509", "jwt"];
-const CA_STATUSES: readonly CaStatus[] = ["prepared", "active", "retired"];
-const ASSURANCE_LEVELS: readonly AssuranceLevel[] = ["hardware", "key", "token"];
-const FEDERATION_PROFILES: readonly string[] = ["https_web", "https_spiffe"];
-
-function checkOneOf(value: string, allowed: readonly string[], field: string): void {
-  if (!allowed.includes(value)) {
-    throw new ValidationError(`must be one of ${allowed.join(", ")} (got ${JSON.stringify(value)})`, field);
-  }
-}
-
-function now(clock: () => number): number {
-  const t = clock();
-  if (!Number.isFinite(t) || t > 1e11) {
-    throw new QhxError("QHX_INTERNAL", `datastore clock must return unix seconds (got ${t})`);
-  }
-  return Math.floor(t);
-}
-
-type EntryFields = Omit<RegistrationEntry, "id" | "createdAt" | "updatedAt" | "revision">;
-
-/** Fill defaults and copy, so callers' later mutations do not reach returned records. */
-function withDefaults(input: RegistrationEntryInput): EntryFields {
-  if (input.selectors.length === 0)
-    throw new ValidationError("at least one selector is required", "selectors");
-  return {
-    spiffeId: input.spiffeId,
-    parentId: input.parentId,
-    selectors: input.selectors.map((s) => ({ type: s.type, value: s.value })),
-    namespace: input.namespace ?? "default",
-    labels: Object.fromEntries(Object.entries(input.labels ?? {})),
-    x509SvidTtl: input.x509SvidTtl ?? 0,
-    jwtSvidTtl: input.jwtSvidTtl ?? 0,
-    dnsNames: [...(input.dnsNames ?? [])],
-    federatesWith: [...(input.federatesWith ?? [])],
-    admin: input.admin ?? false,
-    expiresAt: input.expiresAt ?? null,
-  };
-}
-
-/** Drop undefined-valued keys so spreading a patch never erases a field; `expiresAt: null` is kept. */
-function definedOnly(patch: EntryPatch): EntryPatch {
-  return Object.fromEntries(Object.entries(patch).filter(([, v]) => v !== undefined)) as EntryPatch;
-}
-
-/** Canonical, unambiguous form of a selector set: JSON of the sorted [type, value] pairs. */
-function selectorsKey(selectors: Selector[]): string {
-  const pairs = selectors.map((s) => [s.type, s.value] as const);
-  pairs.sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : a[1] < b[1] ? -1 : a[1] > b[1] ? 1 : 0));
-  return JSON.stringify(pairs);
-}
-
-function rowToEntry(r: Row): RegistrationEntry {
-  const pairs = JSON.parse(str(r.selectors_json)) as [string, string][];
-  return {
-    id: str(r.id),
-    spiffeId: str(r.spiffe_id),
-    parentId: str(r.parent_id),
-    selectors: pairs.map(([type, value]) => ({ type, value })),
-    namespace: str(r.namespace),
-    labels: JSON.parse(str(r.labels)) as Record<string, string>,
-    x509SvidTtl: num(r.x509_svid_ttl),
-    jwtSvidTtl: num(r.jwt_svid_ttl),
-    dnsNames: JSON.parse(str(r.dns_names)) as string[],
-    federatesWith: JSON.parse(str(r.federates_with)) as string[],
-    admin: num(r.admin) === 1,
-    expiresAt: r.expires_at === null ? null : num(r.expires_at),
-    createdAt: num(r.created_at),
-    updatedAt: num(r.updated_at),
-    revision: num(r.revision),
-  };
-}
-
-function rowToBundle(r: Row): BundleRecord {
-  return {
-    trustDomain: str(r.trust_domain),
-    document: str(r.document),
-    sequence: num(r.sequence),
-    updatedAt: num(r.updated_at),
-  };
-}
-
-function rowToFederation(r: Row): FederationRelationship {
-  return {
-    trustDomain: str(r.trust_domain),
-    bundleEndpointUrl: str(r.bundle_endpoint_url),
-    profile: str(r.profile) as FederationRelationship["profile"],
-    endpointSpiffeId: r.endpoint_spiffe_id === null ? null : str(r.endpoint_spiffe_id),
-    webTrustRoots: r.web_trust_roots === null ? null : str(r.web_trust_roots),
-    createdAt: num(r.created_at),
-    updatedAt: num(r.updated_at),
-  };
-}
-
-function rowToLogEntry(r: Row): LogEntryRecord {
-  return {
-    leafIndex: num(r.leaf_index),
-    leafHash: blob(r.leaf_hash),
-    statementHash: blob(r.statement_hash),
-    admittedAt: num(r.admitted_at),
-    statement: blob(r.statement),
-    signerId: str(r.signer_id),
-    peerId: str(r.peer_id),
-    decision: str(r.decision),
-    exchangeId: str(r.exchange_id),
-    treeSize: num(r.tree_size),
-  };
-}
-
-function rowToNode(r: Row): AttestedNode {
-  const pairs = JSON.parse(str(r.selectors)) as [string, string][];
-  return {
-    spiffeId: str(r.spiffe_id),
-    attestationType: str(r.attestation_type),
-    selectors: pairs.map(([type, value]) => ({ type, value })),
-    assurance: str(r.assurance) as AssuranceLevel,
-    certSerial: str(r.cert_serial),
-    certNotAfter: num(r.cert_not_after),
-    banned: num(r.banned) === 1,
-    createdAt: num(r.created_at),
-    updatedAt: num(r.updated_at),
-    aliases: JSON.parse(str(r.aliases)) as string[],
-  };
-}
-
-function str(v: SQLOutputValue | undefined): string {
-  if (typeof v !== "string")
-    throw new QhxError("QHX_DATASTORE_CORRUPT", `expected a text column, got ${typeof v}`);
+// node:sqlite's column values: TEXT as string, INTEGER as number (bigint past 2^53), BLOB as Uint8Array
+function str(v: unknown): string {
+  if (typeof v !== "string") throw corrupt("a text", v);
   return v;
 }
 
-function num(v: SQLOutputValue | undefined): number {
+function num(v: unknown): number {
   if (typeof v === "number") return v;
   if (typeof v === "bigint") return Number(v);
-  throw new QhxError("QHX_DATASTORE_CORRUPT", `expected an integer column, got ${typeof v}`);
+  throw corrupt("an integer", v);
 }
 
-function blob(v: SQLOutputValue | undefined): Uint8Array {
+function blob(v: unknown): Uint8Array {
   if (v instanceof Uint8Array) return v;
-  throw new QhxError("QHX_DATASTORE_CORRUPT", `expected a blob column, got ${typeof v}`);
+  throw corrupt("a blob", v);
 }
+
+const SQLITE_COLUMNS: ColumnReader = { str, num, bool: (v) => num(v) === 1, blob };
+const mappers = rowMappers(SQLITE_COLUMNS);
+const rowToEntry = mappers.entry;
+const rowToBundle = mappers.bundle;
+const rowToFederation = mappers.federation;
+const rowToLogEntry = mappers.logEntry;
+const rowToNode = mappers.node;
