@@ -694,6 +694,15 @@ abstract class TunnelBase {
     return link;
   }
 
+  /** Abort stream `c` if `link` still carries it: RESET, then the link closes (it carries no other). */
+  protected resetStream(link: Link, c: Conn, why: string): void {
+    if (link.stream !== c) return;
+    link.stream = undefined;
+    link.onClosed = undefined;
+    sendControl(link, F_RESET, why);
+    this.closeLink(link);
+  }
+
   /** A link ended (either side): forget it (the client drops it from its pool). */
   protected linkGone(link: Link): void {
     clearTimeout(link.poolTimer);
@@ -960,14 +969,7 @@ export class TunnelServer extends TunnelBase {
     c.peer = link.peer;
     c.assurance = link.assurance;
     c.peerNotAfter = link.peerNotAfter;
-    const abort = (why: string) => {
-      if (link.stream === c) {
-        link.stream = undefined;
-        link.onClosed = undefined;
-        sendControl(link, F_RESET, why);
-        this.closeLink(link);
-      }
-    };
+    const abort = (why: string) => this.resetStream(link, c, why);
     if (c.reused) {
       // a fresh decision for every stream: peer checks (crypto policy) and policy may have changed
       const failed = this.peerCheckFailure(link.peer);
@@ -1381,14 +1383,7 @@ export class TunnelClient extends TunnelBase {
     sendControl(link, F_OPEN);
     for (const b of replay?.chunks ?? []) sendData(link, b);
     if (replay?.ended) sendControl(link, F_END);
-    const abort = (why: string) => {
-      if (link.stream === c) {
-        link.stream = undefined;
-        link.onClosed = undefined;
-        sendControl(link, F_RESET, why);
-        this.closeLink(link);
-      }
-    };
+    const abort = (why: string) => this.resetStream(link, c, why);
     const done = () => {
       if (!(c.sentEnd && c.gotEnd) || link.stream !== c) return;
       link.stream = undefined;
