@@ -7,11 +7,7 @@
 import fs from "node:fs";
 import path from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
-import { Agent } from "../../host/agent/agent.ts";
-import { JoinTokenClient } from "../../host/agent/attestors/index.ts";
 import { ServerClient } from "../../host/agent/server-client.ts";
-import { UnixAttestor } from "../../host/agent/workload/unix.ts";
-import { systemClock } from "../../host/core/clock.ts";
 import {
   compositeSign,
   compositeVerify,
@@ -19,47 +15,21 @@ import {
   parseCompositePkcs8,
 } from "../../host/core/composite.ts";
 import { createCsr } from "../../host/core/csr.ts";
-import { QhxError } from "../../host/core/errors.ts";
 import { fromPem } from "../../host/core/pem.ts";
 import { parseCertificate } from "../../host/core/x509.ts";
 import { verifyX509Svid } from "../../host/core/x509-verify.ts";
-import { handleAdmin } from "../../host/server/admin-api.ts";
-import { parseServerConfig } from "../../host/server/config.ts";
-import { silentLogger } from "../../host/server/logger.ts";
-import { type RunningServer, startServer } from "../../host/server/server.ts";
+import { type RunningServer } from "../../host/server/server.ts";
 import { qhxSpawn, tmpDir } from "../helpers/cli.ts";
+import { controlPlane } from "../helpers/control-plane.ts";
 
 const TD = "composite.test";
 const ALIAS = `spiffe://${TD}/nodes/n1`;
 const me = { pid: process.pid, uid: process.getuid!(), gid: process.getgid!() };
-const running: { close(): Promise<void> }[] = [];
-afterEach(async () => {
-  for (const r of running.splice(0).reverse()) await r.close();
-});
-
-async function server(): Promise<RunningServer> {
-  const cfg = parseServerConfig({
-    trust_domain: TD,
-    data_dir: path.join(tmpDir(), "server"),
-    listen: "127.0.0.1:0",
-    health_listen: "127.0.0.1:0",
-    log_level: "silent",
-    default_x509_svid_ttl: "1h",
-  });
-  const s = await startServer(cfg, { clock: systemClock, logger: silentLogger });
-  running.push(s);
-  return s;
-}
-
-async function admin(s: RunningServer, method: string, p: string, body?: unknown) {
-  const url = new URL(p, "http://x");
-  const r = await handleAdmin(s.core, { method, path: url.pathname, query: url.searchParams, body });
-  if (r.status >= 400) {
-    const e = (r.body as { error: { code: string; message: string } }).error;
-    throw new QhxError(e.code, e.message);
-  }
-  return r.body as Record<string, unknown>;
-}
+const cp = controlPlane(TD);
+afterEach(() => cp.close());
+const server = (extra: Record<string, unknown> = {}): Promise<RunningServer> => cp.server({ ...extra });
+const admin = cp.admin;
+const startAgent = (s: RunningServer) => cp.agent(s, ALIAS);
 
 /** `qhx crypto-policy apply <file> --socket <admin socket>` as a separate process. */
 function applyPolicy(
@@ -74,27 +44,6 @@ function applyPolicy(
   child.stdout!.on("data", (c: Buffer) => (stdout += c.toString()));
   child.stderr!.on("data", (c: Buffer) => (stderr += c.toString()));
   return new Promise((resolve) => child.once("close", (status) => resolve({ status, stdout, stderr })));
-}
-
-async function startAgent(s: RunningServer): Promise<{ agent: Agent; dir: string }> {
-  const { token } = (await admin(s, "POST", "/v1/join-tokens", { spiffe_id: ALIAS })) as { token: string };
-  const dir = tmpDir();
-  const a = new Agent({
-    trustDomain: TD,
-    server: { host: "127.0.0.1", port: s.address.port },
-    bootstrapRoots: s.core.ca.trustBundle().x509Authorities,
-    insecureBootstrap: false,
-    dataDir: dir,
-    attestor: new JoinTokenClient(token),
-    workloadAttestors: [new UnixAttestor({ hashMaxBytes: 0 })],
-    workloadKeyType: "ec-p256",
-    syncIntervalMs: 3_600_000,
-    clock: systemClock,
-    logger: silentLogger,
-  });
-  running.push({ close: () => a.stop() });
-  await a.start();
-  return { agent: a, dir };
 }
 
 describe("composite X509-SVIDs through the real issuance path", () => {
@@ -153,7 +102,7 @@ describe("composite X509-SVIDs through the real issuance path", () => {
         key: fs.readFileSync(path.join(dir, "agent", "svid.key"), "utf8"),
       },
     });
-    running.push({ close: async () => c.close() });
+    cp.track({ close: async () => c.close() });
     const entryId = agent.cachedSvids().find((x) => x.spiffeId.endsWith("/pay"))!.entryId;
     type Answer = { svids: { chain: string[] }[]; denied: { code: string; message: string }[] };
     const call = (csr: Uint8Array) =>
