@@ -102,12 +102,15 @@ export function federate(a: RunningServer, b: RunningServer) {
   });
 }
 
-/** An agent on `s` whose node alias is `alias`, with one workload entry for this process's uid. */
+/**
+ * An agent on `s` whose node alias is `alias`, with one workload entry for this process's uid (in
+ * `namespace`, default "default").
+ */
 export async function agentWithWorkload(
   s: RunningServer,
   closers: Closer[],
   clock: Clock,
-  workload: { path: string; alias: string; federatesWith?: string[] },
+  workload: { path: string; alias: string; namespace?: string; federatesWith?: string[] },
 ): Promise<Agent> {
   const td = s.core.cfg.trustDomain;
   const alias = `spiffe://${td}/nodes/${workload.alias}`;
@@ -116,6 +119,7 @@ export async function agentWithWorkload(
     spiffe_id: `spiffe://${td}${workload.path}`,
     parent_id: alias,
     selectors: [`unix:uid:${me.uid}`],
+    ...(workload.namespace ? { namespace: workload.namespace } : {}),
     ...(workload.federatesWith ? { federates_with: workload.federatesWith } : {}),
   });
   const a = new Agent({

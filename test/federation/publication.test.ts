@@ -7,10 +7,7 @@
  */
 import { afterEach, describe, expect, it } from "vitest";
 import { Agent } from "../../host/agent/agent.ts";
-import { JoinTokenClient } from "../../host/agent/attestors/index.ts";
-import { UnixAttestor } from "../../host/agent/workload/unix.ts";
 import { parseSpiffeBundle } from "../../host/core/bundle.ts";
-import type { Clock } from "../../host/core/clock.ts";
 import { systemClock } from "../../host/core/clock.ts";
 import {
   acceptedFederatedDomains,
@@ -19,13 +16,20 @@ import {
   emptyCryptoPolicy,
   parseCryptoPolicy,
 } from "../../host/core/crypto-policy.ts";
-import { silentLogger } from "../../host/server/logger.ts";
 import { cryptoPolicyStoreFor } from "../../host/server/crypto-policy-store.ts";
 import { fetchBundleDocument } from "../../host/server/federation/fetch.ts";
 import { federationFor } from "../../host/server/federation/manager.ts";
 import type { RunningServer } from "../../host/server/server.ts";
-import { tmpDir } from "../helpers/cli.ts";
-import { admin, bundleJson, type Closer, federate, me, startDomain, webPki } from "./helpers.ts";
+import {
+  admin,
+  agentWithWorkload,
+  bundleJson,
+  type Closer,
+  federate,
+  me,
+  startDomain,
+  webPki,
+} from "./helpers.ts";
 
 const closers: Closer[] = [];
 afterEach(async () => {
@@ -254,40 +258,6 @@ describe("bundle endpoint publication", () => {
   });
 });
 
-/** An agent on `s` with one workload entry (this process's uid) in `namespace`. */
-async function agentIn(
-  s: RunningServer,
-  clock: Clock,
-  w: { path: string; alias: string; namespace: string; federatesWith: string[] },
-): Promise<Agent> {
-  const td = s.core.cfg.trustDomain;
-  const alias = `spiffe://${td}/nodes/${w.alias}`;
-  const { token } = await admin<{ token: string }>(s, "POST", "/v1/join-tokens", { spiffe_id: alias });
-  await admin(s, "POST", "/v1/entries", {
-    spiffe_id: `spiffe://${td}${w.path}`,
-    parent_id: alias,
-    selectors: [`unix:uid:${me.uid}`],
-    namespace: w.namespace,
-    federates_with: w.federatesWith,
-  });
-  const a = new Agent({
-    trustDomain: td,
-    server: { host: "127.0.0.1", port: s.address.port },
-    bootstrapRoots: s.core.ca.trustBundle().x509Authorities,
-    insecureBootstrap: false,
-    dataDir: tmpDir("qhx-fed-agent-"),
-    attestor: new JoinTokenClient(token),
-    workloadAttestors: [new UnixAttestor({ hashMaxBytes: 0 })],
-    workloadKeyType: "ec-p256",
-    syncIntervalMs: 3_600_000,
-    clock,
-    logger: silentLogger,
-  });
-  closers.push({ close: () => a.stop() });
-  await a.start();
-  return a;
-}
-
 describe("agent sync ingress releasability", () => {
   it("withholds a foreign bundle from a namespace whose rule does not accept from that domain", async () => {
     const clock = systemClock;
@@ -295,13 +265,13 @@ describe("agent sync ingress releasability", () => {
     const b = await startDomain("b.test", closers, { clock, endpoint: spiffe });
     await federate(a, b);
     await applyPolicy(a, { namespaces: { sealed: { accept_from: [] } } });
-    const open = await agentIn(a, clock, {
+    const open = await agentWithWorkload(a, closers, clock, {
       path: "/open",
       alias: "n1",
       namespace: "open",
       federatesWith: ["b.test"],
     });
-    const sealed = await agentIn(a, clock, {
+    const sealed = await agentWithWorkload(a, closers, clock, {
       path: "/sealed",
       alias: "n2",
       namespace: "sealed",
