@@ -1470,6 +1470,9 @@ export class TunnelClient extends TunnelBase {
       if (orderly && unacked && !accepted && !this.closing) {
         // the server closed this pooled link before it read the OPEN: it never started the stream
         const again = { chunks: unacked, ended: c.sentEnd };
+        // pause first: a flowing socket without "data"/"end" listeners would drop what arrives during
+        // the new handshake (#stream resumes it)
+        local.pause();
         c.detach?.();
         c.reused = false;
         c.link = undefined;

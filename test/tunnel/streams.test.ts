@@ -102,7 +102,10 @@ describe("FrameParser", () => {
 });
 
 /** A scripted qhx-streams/1 server speaking TLS 1.3 with the server SVID; `onConn` drives each connection. */
-async function scriptedServer(onConn: (t: tls.TLSSocket, index: number) => void) {
+async function scriptedServer(
+  onConn: (t: tls.TLSSocket, index: number) => void,
+  onTcp: (index: number) => void = () => {},
+) {
   const svid = mkSvid(ca, SID);
   let n = 0;
   const sockets = new Set<net.Socket>();
@@ -122,6 +125,8 @@ async function scriptedServer(onConn: (t: tls.TLSSocket, index: number) => void)
       onConn(t, n++);
     },
   );
+  let tcp = 0;
+  srv.on("connection", () => onTcp(tcp++));
   await new Promise<void>((r) => srv.listen(0, "127.0.0.1", () => r()));
   cleanups.push(
     () =>
@@ -204,6 +209,51 @@ describe("the client against a scripted qhx-streams/1 server", () => {
     const recs = await sink.waitFor(2);
     expect(recs[1]).toMatchObject({ decision: "allow", requestBytes: big.length, responseBytes: big.length });
     expect(recs[1]!.reused).toBeUndefined(); // it ran over the new connection
+  });
+
+  it("keeps what the application sends while the stream is being sent again (nothing lost, END kept)", async () => {
+    const logs: string[][] = [];
+    let secondConnection: () => void = () => {};
+    const retrying = new Promise<void>((r) => (secondConnection = r));
+    const srv = await scriptedServer(
+      (t, i) => {
+        const log: string[] = [];
+        logs.push(log);
+        if (i === 0) {
+          let streams = 0;
+          const p = new FrameParser({
+            data: (b) => t.write(Buffer.concat([frameHeader(F_DATA, b.length), b])),
+            control: (type) => {
+              if (type === F_OPEN && ++streams === 2) {
+                t.end();
+                p.handler = { data() {}, control() {} };
+                return;
+              }
+              if (type === F_OPEN) t.write(controlFrame(F_ACCEPT));
+              if (type === F_END) t.write(controlFrame(F_END));
+            },
+          });
+          t.on("data", (b: Buffer) => p.push(b));
+        } else echoStreams(t, log);
+      },
+      (tcp) => {
+        // the client's new connection is in its handshake: the application's next bytes and END come now
+        if (tcp === 1) secondConnection();
+      },
+    );
+    const { port } = await client(srv.port);
+    expect((await roundTrip(port, "one")).toString()).toBe("one");
+    const got = await new Promise<string>((resolve, reject) => {
+      const c = net.connect({ port, host: "127.0.0.1", allowHalfOpen: true });
+      let s = "";
+      c.on("data", (b) => (s += b));
+      c.on("close", () => resolve(s));
+      c.on("error", reject);
+      c.write("first part, ");
+      void retrying.then(() => c.end("second part"));
+    });
+    expect(got).toBe("first part, second part");
+    expect(logs[1]!.at(-1)).toBe(`ctl:${F_END}`);
   });
 
   it("does not send a stream again once the server accepted it (a reset mid-stream is final)", async () => {
